@@ -1,0 +1,70 @@
+"""The FastAPI application factory. The lifespan opens the gateway and, in `serve`,
+starts the in-process workers and the maintenance sweeps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gengate import __version__
+from gengate.api.errors import install_error_handlers
+from gengate.api.middleware import RequestContextMiddleware
+from gengate.api.ratelimit import RateLimiter
+from gengate.api.routes import account, files, health, jobs, models, submit
+from gengate.config import Settings
+from gengate.metrics import Metrics
+from gengate.services.gateway import Gateway
+from gengate.worker.maintenance import Maintenance
+from gengate.worker.runtime import WorkerRuntime
+
+DESCRIPTION = """A self-hostable gateway for asynchronous AI-generation jobs.
+
+Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`. Every error
+has the shape `{"error", "message", "details", "request_id"}`."""
+
+
+def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw = await Gateway.open(settings, metrics=metrics)
+        app.state.gateway = gw
+        maintenance = Maintenance(gw)
+        runtime = WorkerRuntime(gw, list(gw.catalog)) if run_workers else None
+        app.state.worker_runtime = runtime
+        try:
+            if runtime is not None:
+                await runtime.start()
+            maintenance.start()
+            yield
+        finally:
+            if runtime is not None:
+                await runtime.stop()
+            await maintenance.stop()
+            await gw.close()
+
+    app = FastAPI(
+        title="gengate",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    policy = settings.rate_limit_policy
+    app.state.rate_limiter = RateLimiter(policy) if policy is not None else None
+    app.state.expects_workers = run_workers
+    app.state.worker_runtime = None
+    install_error_handlers(app)
+    for module in (submit, jobs, models, account, files, health):
+        app.include_router(module.router)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        access_log=settings.access_log,
+    )
+    return app

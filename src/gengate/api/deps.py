@@ -1,0 +1,49 @@
+"""Typed dependencies of the routes: the gateway and the authenticated caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gengate.api.ratelimit import RateLimiter
+from gengate.domain.errors import RateLimited
+from gengate.domain.ids import format_id
+from gengate.services import accounts
+from gengate.services.accounts import Principal
+from gengate.services.gateway import Gateway
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def _presented_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return request.headers.get("x-api-key")
+
+
+async def get_principal(request: Request) -> Principal:
+    """The caller's account, from `Authorization: Bearer` or `X-API-Key`; rate-limited."""
+    principal = await accounts.authenticate(get_gateway(request).db, _presented_key(request))
+    request.state.account_id = format_id("acct", principal.account_id)
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None:
+        decision = limiter.take(principal.key_id)
+        request.state.rate_limit = decision
+        if not decision.allowed:
+            raise RateLimited(
+                f"Rate limit of {limiter.policy.limit} requests per "
+                f"{limiter.policy.period_s} s exceeded for this key.",
+                retry_after=decision.retry_after_s,
+            )
+    return principal
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

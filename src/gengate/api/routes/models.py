@@ -1,0 +1,33 @@
+"""The model catalog."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from gengate.api.deps import GatewayDep, PrincipalDep
+from gengate.api.responses import json_response
+from gengate.api.schemas import AUTHED, ModelInfo, ModelList, documented
+
+router = APIRouter(tags=["models"])
+
+
+@router.get(
+    "/v1/models",
+    summary="List models",
+    response_model=None,
+    responses={200: {"model": ModelList}, **documented(*AUTHED)},
+)
+async def list_models(gw: GatewayDep, _principal: PrincipalDep) -> Response:
+    """Every model this deployment serves, with its input schema, pricing and limits."""
+    return json_response({"models": [model.describe() for model in gw.catalog]})
+
+
+@router.get(
+    "/v1/models/{model:path}",
+    summary="Get a model",
+    response_model=None,
+    responses={200: {"model": ModelInfo}, **documented(*AUTHED)},
+)
+async def get_model(model: str, gw: GatewayDep, _principal: PrincipalDep) -> Response:
+    return json_response(gw.catalog.get(model).describe())

@@ -1,0 +1,192 @@
+"""Wire schemas: request envelopes (validated) and response shapes (documented in
+the OpenAPI document; responses are rendered by `services.records`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+JobStatusName = Literal["queued", "running", "succeeded", "partial", "failed", "cancelled"]
+WebhookEventType = Literal["job.succeeded", "job.partial", "job.failed", "job.cancelled"]
+JobErrorCode = Literal[
+    "content_rejected",
+    "provider_error",
+    "timeout",
+    "worker_lost",
+    "expired",
+    "invalid_input",
+    "internal_error",
+]
+
+
+class Tag(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=100)
+    value: str = Field(max_length=500)
+
+
+class Envelope(BaseModel):
+    """Fields of a submit that are about the job, not the model's input."""
+
+    webhook_url: str | None = Field(None, max_length=2048)
+    webhook_events: list[WebhookEventType] | None = Field(None, max_length=4)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    metadata: dict[str, Any] = Field(default_factory=dict, max_length=50)
+    priority: StrictInt = Field(0, ge=-10, le=10)
+    timeout_s: StrictInt | None = Field(None, ge=1, le=86_400)
+
+
+class RunRequest(Envelope):
+    model_config = ConfigDict(extra="forbid")
+
+    input: dict[str, Any] = Field(default_factory=dict)
+    sync: StrictBool = True
+
+
+class ModalityRequest(Envelope):
+    """`model`, the envelope fields, and the model's input flattened beside them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(None, min_length=1, max_length=200)
+    sync: StrictBool = False
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    details: dict[str, Any]
+    request_id: str
+
+
+class OutputFile(BaseModel):
+    url: str | None
+    asset_id: str
+    content_type: str
+    bytes: int
+    width: int | None
+    height: int | None
+    duration_sec: float | None
+    expires_at: datetime | None
+    expired: bool
+
+
+class JobResult(BaseModel):
+    url: str | None
+    outputs: list[OutputFile]
+
+
+class Cost(BaseModel):
+    credits: float
+    cost_micro: int
+    cost_usd: float
+    currency: Literal["USD"]
+
+
+class JobError(BaseModel):
+    code: JobErrorCode
+    message: str
+
+
+class WebhookState(BaseModel):
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+
+
+class JobRecord(BaseModel):
+    object: Literal["job"]
+    id: str = Field(pattern=r"^job_[0-9a-f]{32}$")
+    status: JobStatusName
+    model: str
+    modality: str
+    input: dict[str, Any]
+    progress: int = Field(ge=0, le=100)
+    scenes_completed: int | None
+    scenes_total: int | None
+    queue_position: int | None
+    priority: int
+    attempts: int
+    result: JobResult | None
+    cost: Cost
+    error: JobError | None
+    webhook: WebhookState | None
+    asset_ids: list[str]
+    tags: list[Tag]
+    metadata: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobRecord]
+    has_more: bool
+    cursor: str | None
+
+
+class Account(BaseModel):
+    object: Literal["account"]
+    id: str
+    name: str
+    balance_micro: int
+    reserved_micro: int
+    available_micro: int
+    credits: float
+
+
+class LedgerEntry(BaseModel):
+    id: str
+    kind: Literal["credit", "reserve", "release", "charge"]
+    amount_micro: int
+    balance_after_micro: int
+    reserved_after_micro: int
+    job_id: str | None
+    note: str | None
+    created_at: datetime
+
+
+class LedgerPage(BaseModel):
+    entries: list[LedgerEntry]
+    has_more: bool
+    cursor: str | None
+
+
+class Pricing(BaseModel):
+    unit: str
+    credits_per_unit: float
+    micro_per_unit: int
+
+
+class ModelInfo(BaseModel):
+    id: str
+    modality: str
+    description: str
+    input_schema: dict[str, Any]
+    pricing: Pricing
+    limits: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, bool]
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these error statuses, all in the error shape."""
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+# Every authenticated route can answer these.
+AUTHED = (400, 401, 404, 422, 429, 500)

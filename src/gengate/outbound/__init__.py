@@ -1,0 +1,1 @@
+"""Outbound HTTP policy: which addresses gengate may call (webhooks, input media)."""

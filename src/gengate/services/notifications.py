@@ -1,0 +1,69 @@
+"""In-process notifications: job changes (for sync waits, cancellation of running
+tasks, event streams) and queue wake-ups (for idle workers).
+
+They are hints, never the source of truth: every waiter re-reads the database
+after a wake-up and also polls on a timer, so a missed notification only costs
+latency. Cluster mode feeds the same methods from PostgreSQL LISTEN/NOTIFY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class JobChange:
+    job_id: uuid.UUID
+    account_id: uuid.UUID
+    model: str
+    status: str
+
+
+JobListener = Callable[[JobChange], None]
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._job_waiters: defaultdict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
+        self._queue_events: dict[str, asyncio.Event] = {}
+        self._listeners: list[JobListener] = []
+
+    def job_changed(self, change: JobChange) -> None:
+        for event in self._job_waiters.get(change.job_id, ()):
+            event.set()
+        for listener in list(self._listeners):
+            listener(change)
+
+    def queue_changed(self, model: str) -> None:
+        event = self._queue_events.get(model)
+        if event is not None:
+            event.set()
+
+    def queue_event(self, model: str) -> asyncio.Event:
+        """The event a worker for `model` waits on while idle."""
+        return self._queue_events.setdefault(model, asyncio.Event())
+
+    @contextlib.contextmanager
+    def watch_job(self, job_id: uuid.UUID) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._job_waiters[job_id].add(event)
+        try:
+            yield event
+        finally:
+            waiters = self._job_waiters.get(job_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._job_waiters[job_id]
+
+    def add_listener(self, listener: JobListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: JobListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)

@@ -1,0 +1,1 @@
+"""Blob storage for output files, and the signed links that serve them."""

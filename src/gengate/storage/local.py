@@ -1,0 +1,50 @@
+"""Files in a local folder (the data dir), written atomically off the event loop."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import anyio.to_thread
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+def is_safe_key(key: str) -> bool:
+    """Keys are relative paths of plain names: no `..`, no absolute paths."""
+    return bool(_SAFE_KEY.match(key)) and ".." not in key.split("/")
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        if not is_safe_key(key):
+            raise ValueError(f"unsafe storage key: {key!r}")
+        return self.root / key
+
+    def local_path(self, key: str) -> Path | None:
+        if not is_safe_key(key):
+            return None
+        path = self.root / key
+        return path if path.is_file() else None
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        await anyio.to_thread.run_sync(self._write, self._path(key), data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+
+    async def delete(self, key: str) -> None:
+        await anyio.to_thread.run_sync(self._unlink, self._path(key))
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        path.unlink(missing_ok=True)

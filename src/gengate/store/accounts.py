@@ -1,0 +1,97 @@
+"""Accounts and API keys."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gengate.store.schema import accounts, api_keys
+from gengate.store.types import AnyRow
+
+
+async def insert_account(
+    conn: AsyncConnection, *, account_id: uuid.UUID, name: str, webhook_secret: str, now: datetime
+) -> None:
+    await conn.execute(
+        insert(accounts).values(
+            id=account_id,
+            name=name,
+            balance_micro=0,
+            reserved_micro=0,
+            webhook_secret=webhook_secret,
+            created_at=now,
+        )
+    )
+
+
+async def get_account(conn: AsyncConnection, account_id: uuid.UUID) -> AnyRow | None:
+    result = await conn.execute(select(accounts).where(accounts.c.id == account_id))
+    return result.first()
+
+
+async def list_accounts(conn: AsyncConnection) -> Sequence[AnyRow]:
+    result = await conn.execute(select(accounts).order_by(accounts.c.id))
+    return result.all()
+
+
+async def count_accounts(conn: AsyncConnection) -> int:
+    result = await conn.execute(select(func.count()).select_from(accounts))
+    return int(result.scalar_one())
+
+
+async def insert_api_key(
+    conn: AsyncConnection,
+    *,
+    key_id: uuid.UUID,
+    account_id: uuid.UUID,
+    key_hash: str,
+    prefix: str,
+    now: datetime,
+) -> None:
+    await conn.execute(
+        insert(api_keys).values(
+            id=key_id, account_id=account_id, key_hash=key_hash, prefix=prefix, created_at=now
+        )
+    )
+
+
+async def find_key_by_hash(conn: AsyncConnection, key_hash: str) -> AnyRow | None:
+    """The key with this SHA-256 hash (by unique index), revoked or not."""
+    result = await conn.execute(
+        select(api_keys.c.id, api_keys.c.account_id, api_keys.c.revoked_at).where(
+            api_keys.c.key_hash == key_hash
+        )
+    )
+    return result.first()
+
+
+async def list_keys(conn: AsyncConnection, account_id: uuid.UUID) -> Sequence[AnyRow]:
+    result = await conn.execute(
+        select(api_keys).where(api_keys.c.account_id == account_id).order_by(api_keys.c.id)
+    )
+    return result.all()
+
+
+async def revoke_key(conn: AsyncConnection, key_id: uuid.UUID, now: datetime) -> bool:
+    """Revoke a key; False when no such key exists. Revoking twice keeps the first time."""
+    result = await conn.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id)
+        .values(revoked_at=func.coalesce(api_keys.c.revoked_at, now))
+        .returning(api_keys.c.id)
+    )
+    return result.first() is not None
+
+
+async def set_webhook_secret(conn: AsyncConnection, account_id: uuid.UUID, secret: str) -> bool:
+    result = await conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(webhook_secret=secret)
+        .returning(accounts.c.id)
+    )
+    return result.first() is not None

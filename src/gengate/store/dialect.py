@@ -1,0 +1,59 @@
+"""Every piece of SQL whose text differs between SQLite and PostgreSQL.
+
+The rest of the store is dialect-neutral SQLAlchemy Core; when a statement needs
+a dialect's own syntax (upserts, GREATEST, row locking for claims), it comes from
+here, so the differences can be read side by side.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, Table, exists, func, literal
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def name(conn: AsyncConnection) -> str:
+    return conn.dialect.name
+
+
+def insert(conn: AsyncConnection, table: Table) -> Any:
+    """An INSERT that supports ON CONFLICT (both dialects spell it the same way)."""
+    if name(conn) == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def greatest(conn: AsyncConnection, *values: Any) -> ColumnElement[Any]:
+    """The largest of several values: GREATEST() on PostgreSQL, scalar max() on SQLite."""
+    if name(conn) == "postgresql":
+        return func.greatest(*values)
+    return func.max(*values)
+
+
+def lock_for_claim(conn: AsyncConnection, query: Select[Any]) -> Select[Any]:
+    """Make a candidate query safe for concurrent claimers.
+
+    PostgreSQL: lock the chosen rows and skip rows other workers hold, so claimers
+    never wait for or collide with each other. SQLite: writers are serialised by
+    `BEGIN IMMEDIATE`, so the plain query is already exclusive.
+    """
+    if name(conn) == "postgresql":
+        return query.with_for_update(skip_locked=True)
+    return query
+
+
+def has_tag(conn: AsyncConnection, tags_column: Any, key: str, value: str) -> ColumnElement[bool]:
+    """True when a JSON array of `{"key", "value"}` objects holds this pair."""
+    if name(conn) == "postgresql":
+        return tags_column.contains([{"key": key, "value": value}])  # type: ignore[no-any-return]
+    each = func.json_each(tags_column).table_valued("value").alias("tag")
+    return (
+        exists(literal(1))
+        .select_from(each)
+        .where(
+            func.json_extract(each.c.value, "$.key") == key,
+            func.json_extract(each.c.value, "$.value") == value,
+        )
+    )

@@ -1,0 +1,180 @@
+"""The append-only ledger and the balances it moves.
+
+Every change to an account's balance or reservations is one guarded UPDATE of the
+account row plus one ledger entry, in the caller's transaction. The guards keep
+`balance - reserved >= 0` at all times, so a balance never goes negative.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gengate.domain.ids import new_uuid
+from gengate.store.schema import accounts, ledger_entries
+from gengate.store.types import AnyRow
+
+
+class EntryKind(StrEnum):
+    CREDIT = "credit"
+    RESERVE = "reserve"
+    RELEASE = "release"
+    CHARGE = "charge"
+
+
+async def _append(
+    conn: AsyncConnection,
+    *,
+    account_id: uuid.UUID,
+    job_id: uuid.UUID | None,
+    kind: EntryKind,
+    amount_micro: int,
+    balance_after: int,
+    reserved_after: int,
+    now: datetime,
+    note: str | None = None,
+) -> None:
+    await conn.execute(
+        insert(ledger_entries).values(
+            id=new_uuid(),
+            account_id=account_id,
+            job_id=job_id,
+            kind=kind.value,
+            amount_micro=amount_micro,
+            balance_after_micro=balance_after,
+            reserved_after_micro=reserved_after,
+            note=note,
+            created_at=now,
+        )
+    )
+
+
+async def reserve(
+    conn: AsyncConnection,
+    *,
+    account_id: uuid.UUID,
+    job_id: uuid.UUID,
+    amount_micro: int,
+    now: datetime,
+) -> bool:
+    """Reserve `amount_micro` for a job; False when the available balance is too low."""
+    result = await conn.execute(
+        update(accounts)
+        .where(
+            accounts.c.id == account_id,
+            accounts.c.balance_micro - accounts.c.reserved_micro >= amount_micro,
+        )
+        .values(reserved_micro=accounts.c.reserved_micro + amount_micro)
+        .returning(accounts.c.balance_micro, accounts.c.reserved_micro)
+    )
+    row = result.first()
+    if row is None:
+        return False
+    await _append(
+        conn,
+        account_id=account_id,
+        job_id=job_id,
+        kind=EntryKind.RESERVE,
+        amount_micro=amount_micro,
+        balance_after=row.balance_micro,
+        reserved_after=row.reserved_micro,
+        now=now,
+    )
+    return True
+
+
+async def release_and_charge(
+    conn: AsyncConnection,
+    *,
+    account_id: uuid.UUID,
+    job_id: uuid.UUID,
+    release_micro: int,
+    charge_micro: int,
+    now: datetime,
+) -> None:
+    """Settle a job: drop its reservation and take its charge (≤ the reservation)."""
+    if charge_micro > release_micro:
+        raise ValueError("a charge cannot exceed the reservation it settles")
+    result = await conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(
+            reserved_micro=accounts.c.reserved_micro - release_micro,
+            balance_micro=accounts.c.balance_micro - charge_micro,
+        )
+        .returning(accounts.c.balance_micro, accounts.c.reserved_micro)
+    )
+    row = result.one()
+    await _append(
+        conn,
+        account_id=account_id,
+        job_id=job_id,
+        kind=EntryKind.RELEASE,
+        amount_micro=release_micro,
+        balance_after=row.balance_micro + charge_micro,
+        reserved_after=row.reserved_micro,
+        now=now,
+    )
+    if charge_micro:
+        await _append(
+            conn,
+            account_id=account_id,
+            job_id=job_id,
+            kind=EntryKind.CHARGE,
+            amount_micro=charge_micro,
+            balance_after=row.balance_micro,
+            reserved_after=row.reserved_micro,
+            now=now,
+        )
+
+
+async def credit(
+    conn: AsyncConnection,
+    *,
+    account_id: uuid.UUID,
+    amount_micro: int,
+    now: datetime,
+    note: str | None,
+) -> AnyRow | None:
+    """Add (or, when negative, remove) credit; None when the account is missing or a
+    debit would take the balance below what is reserved."""
+    result = await conn.execute(
+        update(accounts)
+        .where(
+            accounts.c.id == account_id,
+            accounts.c.balance_micro + amount_micro - accounts.c.reserved_micro >= 0,
+        )
+        .values(balance_micro=accounts.c.balance_micro + amount_micro)
+        .returning(accounts.c.balance_micro, accounts.c.reserved_micro)
+    )
+    row = result.first()
+    if row is None:
+        return None
+    await _append(
+        conn,
+        account_id=account_id,
+        job_id=None,
+        kind=EntryKind.CREDIT,
+        amount_micro=amount_micro,
+        balance_after=row.balance_micro,
+        reserved_after=row.reserved_micro,
+        now=now,
+        note=note,
+    )
+    return row
+
+
+async def list_entries(
+    conn: AsyncConnection, *, account_id: uuid.UUID, before: uuid.UUID | None, limit: int
+) -> Sequence[AnyRow]:
+    """Newest first; `before` is the keyset cursor (the last id of the previous page)."""
+    query = select(ledger_entries).where(ledger_entries.c.account_id == account_id)
+    if before is not None:
+        query = query.where(ledger_entries.c.id < before)
+    result = await conn.execute(query.order_by(ledger_entries.c.id.desc()).limit(limit))
+    return result.all()

@@ -1,0 +1,175 @@
+"""The queue side of the jobs table: claims, leases, and the sweeps of the reaper.
+
+A claim moves queued jobs to running in one statement and gives each a new lease
+token (a fencing token: it only ever grows). Every later change a worker makes
+is conditional on that token, so a job rescued from a lapsed lease and claimed
+again cannot be finished by its first worker.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gengate.domain.states import JobStatus
+from gengate.store import dialect
+from gengate.store.jobs import JobRow, transition
+from gengate.store.schema import jobs
+
+QUEUED = JobStatus.QUEUED.value
+RUNNING = JobStatus.RUNNING.value
+
+
+async def claim_jobs(
+    conn: AsyncConnection,
+    *,
+    model: str,
+    worker_id: str,
+    limit: int,
+    lease_ttl: timedelta,
+    now: datetime,
+) -> list[JobRow]:
+    """Claim up to `limit` runnable jobs of `model`, in run order."""
+    candidates = (
+        select(jobs.c.id)
+        .where(
+            jobs.c.model == model,
+            jobs.c.status == QUEUED,
+            jobs.c.run_after <= now,
+            jobs.c.expires_at > now,
+            or_(jobs.c.cancel_at.is_(None), jobs.c.cancel_at > now),
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.fair_tag, jobs.c.id)
+        .limit(limit)
+    )
+    candidates = dialect.lock_for_claim(conn, candidates)
+    result = await conn.execute(
+        update(jobs)
+        .where(jobs.c.id.in_(candidates.scalar_subquery()), jobs.c.status == QUEUED)
+        .values(
+            status=RUNNING,
+            lease_token=jobs.c.lease_token + 1,
+            lease_expires_at=now + lease_ttl,
+            worker_id=worker_id,
+            attempts=jobs.c.attempts + 1,
+            started_at=func.coalesce(jobs.c.started_at, now),
+            progress=0,
+            version=jobs.c.version + 1,
+            updated_at=now,
+        )
+        .returning(*jobs.c)
+    )
+    claimed = list(result.all())
+    claimed.sort(key=lambda row: (-row.priority, row.fair_tag, row.id))
+    return claimed
+
+
+async def renew_leases(
+    conn: AsyncConnection, *, worker_id: str, lease_ttl: timedelta, now: datetime
+) -> list[tuple[uuid.UUID, int]]:
+    """Extend every lease this worker holds; returns the (id, token) pairs still held."""
+    result = await conn.execute(
+        update(jobs)
+        .where(jobs.c.worker_id == worker_id, jobs.c.status == RUNNING)
+        .values(lease_expires_at=now + lease_ttl)
+        .returning(jobs.c.id, jobs.c.lease_token)
+    )
+    return [(row.id, row.lease_token) for row in result.all()]
+
+
+async def lapsed_leases(conn: AsyncConnection, *, now: datetime, limit: int) -> Sequence[Any]:
+    """Running jobs whose worker stopped renewing: killed, hung or partitioned away."""
+    result = await conn.execute(
+        select(jobs)
+        .where(jobs.c.status == RUNNING, jobs.c.lease_expires_at < now)
+        .order_by(jobs.c.lease_expires_at)
+        .limit(limit)
+    )
+    return result.all()
+
+
+async def expired_in_queue(conn: AsyncConnection, *, now: datetime, limit: int) -> Sequence[Any]:
+    """Queued jobs that waited longer than their model's queue TTL."""
+    result = await conn.execute(
+        select(jobs.c.id).where(jobs.c.status == QUEUED, jobs.c.expires_at <= now).limit(limit)
+    )
+    return result.all()
+
+
+async def past_cancel_after(conn: AsyncConnection, *, now: datetime, limit: int) -> Sequence[Any]:
+    """Active jobs whose `Cancel-After` deadline has passed."""
+    result = await conn.execute(
+        select(jobs.c.id)
+        .where(
+            jobs.c.cancel_at.is_not(None),
+            jobs.c.cancel_at <= now,
+            jobs.c.status.in_([QUEUED, RUNNING]),
+        )
+        .limit(limit)
+    )
+    return result.all()
+
+
+async def next_run_after(conn: AsyncConnection, *, model: str, now: datetime) -> datetime | None:
+    """When the earliest delayed (retrying) job of `model` becomes runnable."""
+    result = await conn.execute(
+        select(func.min(jobs.c.run_after)).where(
+            jobs.c.model == model, jobs.c.status == QUEUED, jobs.c.run_after > now
+        )
+    )
+    value: datetime | None = result.scalar_one()
+    return value
+
+
+async def cancelled_among(
+    conn: AsyncConnection, held: Sequence[tuple[uuid.UUID, int]]
+) -> list[uuid.UUID]:
+    """Which of these (id, token) leases no longer hold a running job (cancelled or rescued)."""
+    if not held:
+        return []
+    ids = [job_id for job_id, _ in held]
+    result = await conn.execute(
+        select(jobs.c.id, jobs.c.status, jobs.c.lease_token).where(jobs.c.id.in_(ids))
+    )
+    tokens = dict(held)
+    return [
+        row.id for row in result.all() if row.status != RUNNING or row.lease_token != tokens[row.id]
+    ]
+
+
+async def requeue(
+    conn: AsyncConnection,
+    job_id: uuid.UUID,
+    *,
+    lease_token: int,
+    run_after: datetime,
+    now: datetime,
+    count_attempt: bool = True,
+) -> JobRow | None:
+    """Running → queued under the worker's lease; a hand-back does not count an attempt."""
+    values: dict[str, Any] = {"run_after": run_after, "progress": 0}
+    if not count_attempt:
+        values["attempts"] = jobs.c.attempts - 1
+    return await transition(
+        conn, job_id, JobStatus.QUEUED, now=now, values=values, lease_token=lease_token
+    )
+
+
+async def claimable_count(conn: AsyncConnection, *, model: str, now: datetime) -> int:
+    """Jobs of `model` that a worker could claim right now."""
+    result = await conn.execute(
+        select(func.count())
+        .select_from(jobs)
+        .where(
+            jobs.c.model == model,
+            jobs.c.status == QUEUED,
+            jobs.c.run_after <= now,
+            jobs.c.expires_at > now,
+        )
+    )
+    return int(result.scalar_one())
