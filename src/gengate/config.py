@@ -21,7 +21,7 @@ from pydantic_settings import (
 )
 
 DEFAULT_CONFIG_FILE = Path("gengate.toml")
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)\s*$")
+_RATE = re.compile(r"^\s*([1-9]\d*)\s*/\s*(second|minute|hour)\s*$")
 _PERIOD_S = {"second": 1, "minute": 60, "hour": 3600}
 
 

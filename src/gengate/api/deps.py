@@ -14,9 +14,14 @@ from gengate.services.accounts import Principal
 from gengate.services.gateway import Gateway
 
 
-def get_gateway(request: Request) -> Gateway:
+def gateway_of(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
+
+
+async def get_gateway(request: Request) -> Gateway:
+    # async on purpose: FastAPI runs plain `def` dependencies in a thread pool.
+    return gateway_of(request)
 
 
 def _presented_key(request: Request) -> str | None:
@@ -30,7 +35,7 @@ def _presented_key(request: Request) -> str | None:
 
 async def get_principal(request: Request) -> Principal:
     """The caller's account, from `Authorization: Bearer` or `X-API-Key`; rate-limited."""
-    principal = await accounts.authenticate(get_gateway(request).db, _presented_key(request))
+    principal = await accounts.authenticate(gateway_of(request).db, _presented_key(request))
     request.state.account_id = format_id("acct", principal.account_id)
     limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None:

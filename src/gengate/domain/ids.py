@@ -6,11 +6,15 @@ pagination and the `created_after`/`created_before` filters rely on that.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 
 import uuid_utils
 
+_UUID_TEXT = re.compile(
+    r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 PREFIXES = ("job", "acct", "key", "out", "whd", "led", "upl")
 
 
@@ -26,12 +30,9 @@ def format_id(prefix: str, value: uuid.UUID) -> str:
 def parse_id(prefix: str, text: str) -> uuid.UUID | None:
     """The UUID behind `prefix_<hex>` or a bare UUID; None when malformed."""
     raw = text.removeprefix(f"{prefix}_")
-    if len(raw) not in (32, 36):
+    if not _UUID_TEXT.fullmatch(raw):
         return None
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        return None
+    return uuid.UUID(raw)
 
 
 def uuid7_floor(moment: datetime) -> uuid.UUID:

@@ -1,5 +1,6 @@
 """Model backends: the Provider interface, the registry, one module per backend."""
 
+from gengate.domain.money import Price, PriceUnit
 from gengate.providers.base import (
     ContentRejectedError,
     GenerationContext,
@@ -17,6 +18,8 @@ __all__ = [
     "GenerationError",
     "GenerationResult",
     "InvalidInputError",
+    "Price",
+    "PriceUnit",
     "Provider",
     "RetryableError",
     "SavedOutput",

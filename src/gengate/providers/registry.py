@@ -65,9 +65,11 @@ class Model:
     provider: Provider
     config: ModelConfig
     concurrency: int
+    input_schema: dict[str, Any] = field(init=False)
     validator: Draft202012Validator = field(init=False)
 
     def __post_init__(self) -> None:
+        self.input_schema = self.provider.input_schema()
         self.validator = Draft202012Validator(self.input_schema)
 
     @property
@@ -77,10 +79,6 @@ class Model:
     @property
     def description(self) -> str:
         return self.config.description or self.provider.description
-
-    @property
-    def input_schema(self) -> dict[str, Any]:
-        return self.provider.input_schema()
 
     @property
     def price(self) -> Price:

@@ -14,6 +14,7 @@ from typing import Any
 from gengate.domain.errors import InvalidRequest, NotFound, Unauthorized
 from gengate.domain.ids import format_id, new_uuid, parse_id
 from gengate.domain.money import credits_to_micro, micro_to_credits
+from gengate.services.records import iso
 from gengate.store import accounts as account_store
 from gengate.store import ledger
 from gengate.store.database import Database
@@ -204,3 +205,27 @@ async def authenticate(db: Database, raw_key: str | None) -> Principal:
 async def has_accounts(db: Database) -> bool:
     async with db.read() as conn:
         return await account_store.count_accounts(conn) > 0
+
+
+async def ledger_page(
+    db: Database, account_id: uuid.UUID, *, before: uuid.UUID | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Ledger entries, newest first: one page and whether more follow."""
+    async with db.read() as conn:
+        rows = list(
+            await ledger.list_entries(conn, account_id=account_id, before=before, limit=limit + 1)
+        )
+    entries = [
+        {
+            "id": format_id("led", row.id),
+            "kind": row.kind,
+            "amount_micro": row.amount_micro,
+            "balance_after_micro": row.balance_after_micro,
+            "reserved_after_micro": row.reserved_after_micro,
+            "job_id": format_id("job", row.job_id) if row.job_id else None,
+            "note": row.note,
+            "created_at": iso(row.created_at),
+        }
+        for row in rows[:limit]
+    ]
+    return entries, len(rows) > limit

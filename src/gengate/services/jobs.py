@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import uuid
@@ -13,10 +12,10 @@ from datetime import timedelta
 from typing import Any
 
 from gengate.domain.content_policy import check_content
+from gengate.domain.cursors import decode_cursor, encode_cursor
 from gengate.domain.errors import (
     Conflict,
     InsufficientCredits,
-    InvalidRequest,
     NotFound,
     Overloaded,
 )
@@ -206,20 +205,6 @@ async def wait_for_job(gw: Gateway, row: JobRow, timeout_s: float) -> JobRow:
             assert fresh is not None
             row = fresh
     return row
-
-
-def encode_cursor(last_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(last_id.bytes).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> uuid.UUID:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        if len(raw) != 16:
-            raise ValueError
-        return uuid.UUID(bytes=raw)
-    except ValueError:
-        raise InvalidRequest("The cursor is malformed.", details={"cursor": cursor[:100]}) from None
 
 
 @dataclass(frozen=True, slots=True)

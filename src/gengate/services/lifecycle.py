@@ -15,8 +15,6 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from gengate.domain.ids import format_id
 from gengate.domain.scheduling import retry_backoff_s
 from gengate.domain.states import JobStatus
@@ -25,6 +23,7 @@ from gengate.services.notifications import JobChange
 from gengate.store import jobs as job_store
 from gengate.store import ledger
 from gengate.store import queue as queue_store
+from gengate.store.database import DbConnection
 from gengate.store.jobs import JobRow
 
 logger = logging.getLogger("gengate.jobs")
@@ -36,7 +35,7 @@ def job_error(code: str, message: str) -> dict[str, str]:
 
 
 async def complete_job(
-    conn: AsyncConnection,
+    conn: DbConnection,
     job_id: uuid.UUID,
     target: JobStatus,
     *,
@@ -88,7 +87,7 @@ async def complete_job(
 
 
 async def requeue_job(
-    conn: AsyncConnection,
+    conn: DbConnection,
     job_id: uuid.UUID,
     *,
     lease_token: int,

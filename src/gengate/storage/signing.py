@@ -38,7 +38,9 @@ class LinkSigner:
 
     def verify(self, key: str, expires: str | None, sig: str | None, now: datetime) -> bool:
         """True only for an untampered link that has not expired."""
-        if not expires or not sig or not expires.isdigit() or len(expires) > 12:
+        if not expires or not sig or len(expires) > 12:
+            return False
+        if not (expires.isascii() and expires.isdigit() and sig.isascii()):
             return False
         if int(expires) < now.timestamp():
             return False

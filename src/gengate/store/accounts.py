@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gengate.store.database import DbConnection
 from gengate.store.schema import accounts, api_keys
 from gengate.store.types import AnyRow
 
 
 async def insert_account(
-    conn: AsyncConnection, *, account_id: uuid.UUID, name: str, webhook_secret: str, now: datetime
+    conn: DbConnection, *, account_id: uuid.UUID, name: str, webhook_secret: str, now: datetime
 ) -> None:
     await conn.execute(
         insert(accounts).values(
@@ -28,23 +28,23 @@ async def insert_account(
     )
 
 
-async def get_account(conn: AsyncConnection, account_id: uuid.UUID) -> AnyRow | None:
+async def get_account(conn: DbConnection, account_id: uuid.UUID) -> AnyRow | None:
     result = await conn.execute(select(accounts).where(accounts.c.id == account_id))
     return result.first()
 
 
-async def list_accounts(conn: AsyncConnection) -> Sequence[AnyRow]:
+async def list_accounts(conn: DbConnection) -> Sequence[AnyRow]:
     result = await conn.execute(select(accounts).order_by(accounts.c.id))
     return result.all()
 
 
-async def count_accounts(conn: AsyncConnection) -> int:
+async def count_accounts(conn: DbConnection) -> int:
     result = await conn.execute(select(func.count()).select_from(accounts))
     return int(result.scalar_one())
 
 
 async def insert_api_key(
-    conn: AsyncConnection,
+    conn: DbConnection,
     *,
     key_id: uuid.UUID,
     account_id: uuid.UUID,
@@ -59,7 +59,7 @@ async def insert_api_key(
     )
 
 
-async def find_key_by_hash(conn: AsyncConnection, key_hash: str) -> AnyRow | None:
+async def find_key_by_hash(conn: DbConnection, key_hash: str) -> AnyRow | None:
     """The key with this SHA-256 hash (by unique index), revoked or not."""
     result = await conn.execute(
         select(api_keys.c.id, api_keys.c.account_id, api_keys.c.revoked_at).where(
@@ -69,14 +69,14 @@ async def find_key_by_hash(conn: AsyncConnection, key_hash: str) -> AnyRow | Non
     return result.first()
 
 
-async def list_keys(conn: AsyncConnection, account_id: uuid.UUID) -> Sequence[AnyRow]:
+async def list_keys(conn: DbConnection, account_id: uuid.UUID) -> Sequence[AnyRow]:
     result = await conn.execute(
         select(api_keys).where(api_keys.c.account_id == account_id).order_by(api_keys.c.id)
     )
     return result.all()
 
 
-async def revoke_key(conn: AsyncConnection, key_id: uuid.UUID, now: datetime) -> bool:
+async def revoke_key(conn: DbConnection, key_id: uuid.UUID, now: datetime) -> bool:
     """Revoke a key; False when no such key exists. Revoking twice keeps the first time."""
     result = await conn.execute(
         update(api_keys)
@@ -87,7 +87,7 @@ async def revoke_key(conn: AsyncConnection, key_id: uuid.UUID, now: datetime) ->
     return result.first() is not None
 
 
-async def set_webhook_secret(conn: AsyncConnection, account_id: uuid.UUID, secret: str) -> bool:
+async def set_webhook_secret(conn: DbConnection, account_id: uuid.UUID, secret: str) -> bool:
     result = await conn.execute(
         update(accounts)
         .where(accounts.c.id == account_id)

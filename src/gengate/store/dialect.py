@@ -11,28 +11,29 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Table, exists, func, literal
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gengate.store.database import DbConnection
 
 
-def name(conn: AsyncConnection) -> str:
+def name(conn: DbConnection) -> str:
     return conn.dialect.name
 
 
-def insert(conn: AsyncConnection, table: Table) -> Any:
+def insert(conn: DbConnection, table: Table) -> Any:
     """An INSERT that supports ON CONFLICT (both dialects spell it the same way)."""
     if name(conn) == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 
 
-def greatest(conn: AsyncConnection, *values: Any) -> ColumnElement[Any]:
+def greatest(conn: DbConnection, *values: Any) -> ColumnElement[Any]:
     """The largest of several values: GREATEST() on PostgreSQL, scalar max() on SQLite."""
     if name(conn) == "postgresql":
         return func.greatest(*values)
     return func.max(*values)
 
 
-def lock_for_claim(conn: AsyncConnection, query: Select[Any]) -> Select[Any]:
+def lock_for_claim(conn: DbConnection, query: Select[Any]) -> Select[Any]:
     """Make a candidate query safe for concurrent claimers.
 
     PostgreSQL: lock the chosen rows and skip rows other workers hold, so claimers
@@ -44,7 +45,7 @@ def lock_for_claim(conn: AsyncConnection, query: Select[Any]) -> Select[Any]:
     return query
 
 
-def has_tag(conn: AsyncConnection, tags_column: Any, key: str, value: str) -> ColumnElement[bool]:
+def has_tag(conn: DbConnection, tags_column: Any, key: str, value: str) -> ColumnElement[bool]:
     """True when a JSON array of `{"key", "value"}` objects holds this pair."""
     if name(conn) == "postgresql":
         return tags_column.contains([{"key": key, "value": value}])  # type: ignore[no-any-return]

@@ -11,16 +11,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gengate.store import dialect
+from gengate.store.database import DbConnection
 from gengate.store.schema import idempotency_keys
 
 KEY_TTL = timedelta(hours=24)
 
 
 async def claim_key(
-    conn: AsyncConnection,
+    conn: DbConnection,
     *,
     account_id: uuid.UUID,
     key: str,
@@ -61,7 +61,7 @@ async def claim_key(
 
 
 async def record_response_status(
-    conn: AsyncConnection, *, account_id: uuid.UUID, key: str, status: int
+    conn: DbConnection, *, account_id: uuid.UUID, key: str, status: int
 ) -> None:
     await conn.execute(
         update(idempotency_keys)
@@ -74,8 +74,10 @@ async def record_response_status(
     )
 
 
-async def purge_expired(conn: AsyncConnection, *, now: datetime) -> int:
+async def purge_expired(conn: DbConnection, *, now: datetime) -> int:
     result = await conn.execute(
-        delete(idempotency_keys).where(idempotency_keys.c.expires_at <= now)
+        delete(idempotency_keys)
+        .where(idempotency_keys.c.expires_at <= now)
+        .returning(idempotency_keys.c.key)
     )
-    return int(result.rowcount or 0)
+    return len(result.all())

@@ -10,24 +10,24 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, case, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gengate.domain.ids import uuid7_floor
 from gengate.domain.states import TERMINAL_STATUSES, JobStatus, sources_of
 from gengate.store import dialect
+from gengate.store.database import DbConnection
 from gengate.store.schema import fair_share, jobs
 from gengate.store.types import AnyRow
 
 JobRow = AnyRow
 
 
-async def insert_job(conn: AsyncConnection, values: dict[str, Any]) -> JobRow:
+async def insert_job(conn: DbConnection, values: dict[str, Any]) -> JobRow:
     result = await conn.execute(insert(jobs).values(**values).returning(*jobs.c))
     return result.one()
 
 
 async def get_job(
-    conn: AsyncConnection, job_id: uuid.UUID, *, account_id: uuid.UUID | None = None
+    conn: DbConnection, job_id: uuid.UUID, *, account_id: uuid.UUID | None = None
 ) -> JobRow | None:
     query = select(jobs).where(jobs.c.id == job_id)
     if account_id is not None:
@@ -46,7 +46,7 @@ class JobFilters:
 
 
 async def list_jobs(
-    conn: AsyncConnection,
+    conn: DbConnection,
     *,
     account_id: uuid.UUID,
     filters: JobFilters,
@@ -94,12 +94,12 @@ def _ahead_of(row: JobRow) -> Any:
     )
 
 
-async def queue_position(conn: AsyncConnection, row: JobRow) -> int:
+async def queue_position(conn: DbConnection, row: JobRow) -> int:
     result = await conn.execute(select(func.count()).select_from(jobs).where(_ahead_of(row)))
     return int(result.scalar_one())
 
 
-async def queued_count(conn: AsyncConnection, model: str, *, cap: int) -> int:
+async def queued_count(conn: DbConnection, model: str, *, cap: int) -> int:
     """How many jobs of `model` are queued, counting no further than `cap`."""
     capped = (
         select(jobs.c.id)
@@ -111,7 +111,7 @@ async def queued_count(conn: AsyncConnection, model: str, *, cap: int) -> int:
     return int(result.scalar_one())
 
 
-async def assign_fair_tag(conn: AsyncConnection, *, model: str, account_id: uuid.UUID) -> int:
+async def assign_fair_tag(conn: DbConnection, *, model: str, account_id: uuid.UUID) -> int:
     """The next fair-share tag for this account on this model (see domain.scheduling)."""
     head = (
         select(jobs.c.fair_tag)
@@ -136,7 +136,7 @@ async def assign_fair_tag(conn: AsyncConnection, *, model: str, account_id: uuid
 
 
 async def transition(
-    conn: AsyncConnection,
+    conn: DbConnection,
     job_id: uuid.UUID,
     target: JobStatus,
     *,
@@ -179,7 +179,7 @@ def capped_cost(cost_micro: int) -> Any:
 
 
 async def update_progress(
-    conn: AsyncConnection,
+    conn: DbConnection,
     job_id: uuid.UUID,
     *,
     lease_token: int,
@@ -210,7 +210,7 @@ async def update_progress(
     return result.first() is not None
 
 
-async def active_counts(conn: AsyncConnection) -> Sequence[AnyRow]:
+async def active_counts(conn: DbConnection) -> Sequence[AnyRow]:
     """(model, status, count) of active jobs, read from the partial indexes: the
     queue-depth and running gauges of /metrics (terminal jobs are counters)."""
     result = await conn.execute(

@@ -13,9 +13,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gengate.domain.ids import new_uuid
+from gengate.store.database import DbConnection
 from gengate.store.schema import accounts, ledger_entries
 from gengate.store.types import AnyRow
 
@@ -28,7 +28,7 @@ class EntryKind(StrEnum):
 
 
 async def _append(
-    conn: AsyncConnection,
+    conn: DbConnection,
     *,
     account_id: uuid.UUID,
     job_id: uuid.UUID | None,
@@ -55,7 +55,7 @@ async def _append(
 
 
 async def reserve(
-    conn: AsyncConnection,
+    conn: DbConnection,
     *,
     account_id: uuid.UUID,
     job_id: uuid.UUID,
@@ -89,7 +89,7 @@ async def reserve(
 
 
 async def release_and_charge(
-    conn: AsyncConnection,
+    conn: DbConnection,
     *,
     account_id: uuid.UUID,
     job_id: uuid.UUID,
@@ -134,7 +134,7 @@ async def release_and_charge(
 
 
 async def credit(
-    conn: AsyncConnection,
+    conn: DbConnection,
     *,
     account_id: uuid.UUID,
     amount_micro: int,
@@ -170,7 +170,7 @@ async def credit(
 
 
 async def list_entries(
-    conn: AsyncConnection, *, account_id: uuid.UUID, before: uuid.UUID | None, limit: int
+    conn: DbConnection, *, account_id: uuid.UUID, before: uuid.UUID | None, limit: int
 ) -> Sequence[AnyRow]:
     """Newest first; `before` is the keyset cursor (the last id of the previous page)."""
     query = select(ledger_entries).where(ledger_entries.c.account_id == account_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -22,6 +23,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
@@ -35,10 +37,7 @@ def _current(connection: Connection) -> str | None:
 
 
 async def upgrade_to_head(db: Database) -> None:
-    # Alembic opens its own transaction; hand it a connection that is not in one.
-    async with db.writer.connect() as conn:
-        await conn.run_sync(_upgrade)
-        await conn.commit()
+    await db.run_migration(_upgrade)
 
 
 async def schema_is_current(db: Database) -> bool:

@@ -8,17 +8,17 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gengate.store.database import DbConnection
 from gengate.store.schema import outputs
 
 
-async def insert_outputs(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+async def insert_outputs(conn: DbConnection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         await conn.execute(insert(outputs), list(rows))
 
 
-async def due_for_deletion(conn: AsyncConnection, *, now: datetime, limit: int) -> Sequence[Any]:
+async def due_for_deletion(conn: DbConnection, *, now: datetime, limit: int) -> Sequence[Any]:
     result = await conn.execute(
         select(outputs.c.id, outputs.c.job_id, outputs.c.storage_key)
         .where(outputs.c.deleted_at.is_(None), outputs.c.expires_at <= now)
@@ -27,9 +27,7 @@ async def due_for_deletion(conn: AsyncConnection, *, now: datetime, limit: int) 
     return result.all()
 
 
-async def mark_deleted(
-    conn: AsyncConnection, output_ids: Sequence[uuid.UUID], now: datetime
-) -> None:
+async def mark_deleted(conn: DbConnection, output_ids: Sequence[uuid.UUID], now: datetime) -> None:
     await conn.execute(
         update(outputs).where(outputs.c.id.in_(list(output_ids))).values(deleted_at=now)
     )

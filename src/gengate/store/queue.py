@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gengate.domain.states import JobStatus
 from gengate.store import dialect
+from gengate.store.database import DbConnection
 from gengate.store.jobs import JobRow, transition
 from gengate.store.schema import jobs
 
@@ -26,7 +26,7 @@ RUNNING = JobStatus.RUNNING.value
 
 
 async def claim_jobs(
-    conn: AsyncConnection,
+    conn: DbConnection,
     *,
     model: str,
     worker_id: str,
@@ -70,7 +70,7 @@ async def claim_jobs(
 
 
 async def renew_leases(
-    conn: AsyncConnection, *, worker_id: str, lease_ttl: timedelta, now: datetime
+    conn: DbConnection, *, worker_id: str, lease_ttl: timedelta, now: datetime
 ) -> list[tuple[uuid.UUID, int]]:
     """Extend every lease this worker holds; returns the (id, token) pairs still held."""
     result = await conn.execute(
@@ -82,7 +82,7 @@ async def renew_leases(
     return [(row.id, row.lease_token) for row in result.all()]
 
 
-async def lapsed_leases(conn: AsyncConnection, *, now: datetime, limit: int) -> Sequence[Any]:
+async def lapsed_leases(conn: DbConnection, *, now: datetime, limit: int) -> Sequence[Any]:
     """Running jobs whose worker stopped renewing: killed, hung or partitioned away."""
     result = await conn.execute(
         select(jobs)
@@ -93,7 +93,7 @@ async def lapsed_leases(conn: AsyncConnection, *, now: datetime, limit: int) -> 
     return result.all()
 
 
-async def expired_in_queue(conn: AsyncConnection, *, now: datetime, limit: int) -> Sequence[Any]:
+async def expired_in_queue(conn: DbConnection, *, now: datetime, limit: int) -> Sequence[Any]:
     """Queued jobs that waited longer than their model's queue TTL."""
     result = await conn.execute(
         select(jobs.c.id).where(jobs.c.status == QUEUED, jobs.c.expires_at <= now).limit(limit)
@@ -101,7 +101,7 @@ async def expired_in_queue(conn: AsyncConnection, *, now: datetime, limit: int) 
     return result.all()
 
 
-async def past_cancel_after(conn: AsyncConnection, *, now: datetime, limit: int) -> Sequence[Any]:
+async def past_cancel_after(conn: DbConnection, *, now: datetime, limit: int) -> Sequence[Any]:
     """Active jobs whose `Cancel-After` deadline has passed."""
     result = await conn.execute(
         select(jobs.c.id)
@@ -115,7 +115,7 @@ async def past_cancel_after(conn: AsyncConnection, *, now: datetime, limit: int)
     return result.all()
 
 
-async def next_run_after(conn: AsyncConnection, *, model: str, now: datetime) -> datetime | None:
+async def next_run_after(conn: DbConnection, *, model: str, now: datetime) -> datetime | None:
     """When the earliest delayed (retrying) job of `model` becomes runnable."""
     result = await conn.execute(
         select(func.min(jobs.c.run_after)).where(
@@ -127,7 +127,7 @@ async def next_run_after(conn: AsyncConnection, *, model: str, now: datetime) ->
 
 
 async def cancelled_among(
-    conn: AsyncConnection, held: Sequence[tuple[uuid.UUID, int]]
+    conn: DbConnection, held: Sequence[tuple[uuid.UUID, int]]
 ) -> list[uuid.UUID]:
     """Which of these (id, token) leases no longer hold a running job (cancelled or rescued)."""
     if not held:
@@ -143,7 +143,7 @@ async def cancelled_among(
 
 
 async def requeue(
-    conn: AsyncConnection,
+    conn: DbConnection,
     job_id: uuid.UUID,
     *,
     lease_token: int,
@@ -160,7 +160,7 @@ async def requeue(
     )
 
 
-async def claimable_count(conn: AsyncConnection, *, model: str, now: datetime) -> int:
+async def claimable_count(conn: DbConnection, *, model: str, now: datetime) -> int:
     """Jobs of `model` that a worker could claim right now."""
     result = await conn.execute(
         select(func.count())

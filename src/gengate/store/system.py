@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gengate.store import dialect
+from gengate.store.database import DbConnection
 from gengate.store.schema import system_settings
 
 
-async def get_or_create(conn: AsyncConnection, key: str, value: str) -> str:
+async def get_or_create(conn: DbConnection, key: str, value: str) -> str:
     """The stored value for `key`, storing `value` first if there is none (race-safe)."""
     await conn.execute(
         dialect.insert(conn, system_settings)

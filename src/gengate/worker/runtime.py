@@ -177,7 +177,7 @@ class WorkerRuntime:
                 self._start_run(model, row)
             if len(claimed) < min(free, self.gw.settings.claim_batch):
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), poll_s)
+                    await asyncio.wait_for(wake.wait(), await self._idle_wait_s(model, poll_s))
 
     async def _claim(self, model: Model, limit: int) -> list[JobRow]:
         now = self.gw.clock()
@@ -193,6 +193,15 @@ class WorkerRuntime:
         for row in claimed:
             announce(self.gw, row, JobStatus.QUEUED.value)
         return claimed
+
+    async def _idle_wait_s(self, model: Model, poll_s: float) -> float:
+        """Sleep until the next poll, or sooner when a delayed retry becomes runnable."""
+        now = self.gw.clock()
+        async with self.gw.db.read() as conn:
+            due = await queue_store.next_run_after(conn, model=model.id, now=now)
+        if due is None:
+            return poll_s
+        return max(0.001, min(poll_s, (due - now).total_seconds()))
 
     def _start_run(self, model: Model, row: JobRow) -> None:
         ctx = JobContext(self.gw, row, cpu_limiter=self._cpu, logger=logger)

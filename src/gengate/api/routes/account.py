@@ -10,11 +10,9 @@ from starlette.responses import Response
 from gengate.api.deps import GatewayDep, PrincipalDep
 from gengate.api.responses import json_response
 from gengate.api.schemas import AUTHED, Account, LedgerPage, documented
-from gengate.domain.ids import format_id
+from gengate.domain.cursors import decode_cursor, encode_cursor
+from gengate.domain.ids import parse_id
 from gengate.services import accounts as account_service
-from gengate.services.jobs import decode_cursor, encode_cursor
-from gengate.services.records import iso
-from gengate.store import ledger
 
 router = APIRouter(tags=["account"])
 
@@ -44,30 +42,14 @@ async def get_ledger(
 ) -> Response:
     """Ledger entries (reserve, release, charge, credit), newest first."""
     before = decode_cursor(cursor) if cursor else None
-    async with gw.db.read() as conn:
-        rows = list(
-            await ledger.list_entries(
-                conn, account_id=principal.account_id, before=before, limit=limit + 1
-            )
-        )
-    has_more = len(rows) > limit
-    rows = rows[:limit]
+    entries, has_more = await account_service.ledger_page(
+        gw.db, principal.account_id, before=before, limit=limit
+    )
+    last_id = parse_id("led", entries[-1]["id"]) if entries and has_more else None
     return json_response(
         {
-            "entries": [
-                {
-                    "id": format_id("led", row.id),
-                    "kind": row.kind,
-                    "amount_micro": row.amount_micro,
-                    "balance_after_micro": row.balance_after_micro,
-                    "reserved_after_micro": row.reserved_after_micro,
-                    "job_id": format_id("job", row.job_id) if row.job_id else None,
-                    "note": row.note,
-                    "created_at": iso(row.created_at),
-                }
-                for row in rows
-            ],
+            "entries": entries,
             "has_more": has_more,
-            "cursor": encode_cursor(rows[-1].id) if has_more and rows else None,
+            "cursor": encode_cursor(last_id) if last_id else None,
         }
     )
