@@ -35,7 +35,12 @@ class ModelConfig(BaseModel):
     description: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     price_credits: Decimal | None = Field(None, ge=0, description="credits per pricing unit")
-    concurrency: int | None = Field(None, ge=1, le=10_000)
+    concurrency: int | None = Field(
+        None, ge=1, le=10_000, description="jobs one worker process runs at once"
+    )
+    max_running: int | None = Field(
+        None, ge=1, description="jobs running at once across the whole fleet (None: no cap)"
+    )
     sync_window_s: float = Field(55.0, ge=0, le=600)
     timeout_s: int = Field(600, ge=1, le=86_400)
     max_attempts: int = Field(3, ge=1, le=100)

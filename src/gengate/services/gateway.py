@@ -17,6 +17,7 @@ from gengate.storage.signing import LinkSigner, new_secret_key
 from gengate.store import system
 from gengate.store.database import Database
 from gengate.store.migrate import upgrade_to_head
+from gengate.store.pg_relay import PostgresRelay
 from gengate.store.types import utcnow
 
 SECRET_KEY_SETTING = "link_secret_key"
@@ -34,6 +35,8 @@ class Gateway:
     resolver: Resolver = system_resolver
     clock: Callable[[], datetime] = utcnow
 
+    relay: PostgresRelay | None = None
+
     @classmethod
     async def open(
         cls, settings: Settings, *, migrate: bool = True, metrics: Metrics | None = None
@@ -44,7 +47,7 @@ class Gateway:
             if migrate:
                 await upgrade_to_head(db)
             signer = LinkSigner(await load_secret_key(db, settings))
-            return cls(
+            gateway = cls(
                 settings=settings,
                 db=db,
                 catalog=build_catalog(settings),
@@ -52,11 +55,19 @@ class Gateway:
                 signer=signer,
                 metrics=metrics or Metrics(),
             )
+            if not db.is_sqlite:
+                gateway.relay = PostgresRelay(db.sync_url, gateway.notifier)
+                await gateway.relay.start()
+                gateway.notifier.attach_relay(gateway.relay)
+            return gateway
         except BaseException:
             await db.dispose()
             raise
 
     async def close(self) -> None:
+        if self.relay is not None:
+            self.notifier.attach_relay(None)
+            await self.relay.stop()
         await self.db.dispose()
 
 

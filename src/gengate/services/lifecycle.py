@@ -125,6 +125,13 @@ def announce(gw: Gateway, row: JobRow, previous: str | None) -> None:
     gw.notifier.job_changed(JobChange(row.id, row.account_id, row.model, row.status))
     if row.status == JobStatus.QUEUED:
         gw.notifier.queue_changed(row.model)
+    elif JobStatus(row.status).is_terminal and _has_fleet_cap(gw, row.model):
+        # A fleet slot freed: wake idle workers of the model wherever they are.
+        gw.notifier.queue_changed(row.model)
+
+
+def _has_fleet_cap(gw: Gateway, model: str) -> bool:
+    return model in gw.catalog and gw.catalog.get(model).config.max_running is not None
 
 
 async def rescue_lapsed_leases(gw: Gateway, rng: random.Random) -> int:

@@ -1,9 +1,11 @@
-"""In-process notifications: job changes (for sync waits, cancellation of running
-tasks, event streams) and queue wake-ups (for idle workers).
+"""Notifications: job changes (for sync waits, cancelling running tasks, event streams)
+and queue wake-ups (for idle workers).
 
-They are hints, never the source of truth: every waiter re-reads the database
-after a wake-up and also polls on a timer, so a missed notification only costs
-latency. Cluster mode feeds the same methods from PostgreSQL LISTEN/NOTIFY.
+They are hints, never the source of truth: every waiter re-reads the database after
+a wake-up and also polls on a timer, so a lost notification only costs latency.
+In cluster mode a relay (PostgreSQL LISTEN/NOTIFY) carries them between processes:
+`job_changed`/`queue_changed` deliver here and send through the relay;
+`deliver_*` is what the relay calls with what other processes sent.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,19 +30,41 @@ class JobChange:
 JobListener = Callable[[JobChange], None]
 
 
+class Relay(Protocol):
+    """Carries notifications to the other processes of a deployment."""
+
+    def send_job(self, change: JobChange) -> None: ...
+
+    def send_queue(self, model: str) -> None: ...
+
+
 class Notifier:
     def __init__(self) -> None:
         self._job_waiters: defaultdict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
         self._queue_events: dict[str, asyncio.Event] = {}
         self._listeners: list[JobListener] = []
+        self._relay: Relay | None = None
+
+    def attach_relay(self, relay: Relay | None) -> None:
+        self._relay = relay
 
     def job_changed(self, change: JobChange) -> None:
+        self.deliver_job(change)
+        if self._relay is not None:
+            self._relay.send_job(change)
+
+    def queue_changed(self, model: str) -> None:
+        self.deliver_queue(model)
+        if self._relay is not None:
+            self._relay.send_queue(model)
+
+    def deliver_job(self, change: JobChange) -> None:
         for event in self._job_waiters.get(change.job_id, ()):
             event.set()
         for listener in list(self._listeners):
             listener(change)
 
-    def queue_changed(self, model: str) -> None:
+    def deliver_queue(self, model: str) -> None:
         event = self._queue_events.get(model)
         if event is not None:
             event.set()

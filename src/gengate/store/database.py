@@ -154,6 +154,11 @@ class Database:
             )
 
     @property
+    def sync_url(self) -> str:
+        """The URL as libpq and asyncpg understand it (PostgreSQL)."""
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, exists, func, literal
+from sqlalchemy import ColumnElement, Select, Table, exists, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gengate.store.database import DbConnection
@@ -43,6 +43,18 @@ def lock_for_claim(conn: DbConnection, query: Select[Any]) -> Select[Any]:
     if name(conn) == "postgresql":
         return query.with_for_update(skip_locked=True)
     return query
+
+
+def serialize_claims(conn: DbConnection, model: str) -> Any | None:
+    """A statement that makes claims for `model` take turns until commit, so a
+    fleet-wide count of running jobs stays true while a claim acts on it.
+
+    PostgreSQL: a transaction-scoped advisory lock keyed by the model. SQLite: none
+    needed (`BEGIN IMMEDIATE` already serialises writers).
+    """
+    if name(conn) == "postgresql":
+        return select(func.pg_advisory_xact_lock(func.hashtext("gengate:claim:" + model)))
+    return None
 
 
 def has_tag(conn: DbConnection, tags_column: Any, key: str, value: str) -> ColumnElement[bool]:

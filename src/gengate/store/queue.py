@@ -33,8 +33,20 @@ async def claim_jobs(
     limit: int,
     lease_ttl: timedelta,
     now: datetime,
+    fleet_limit: int | None = None,
 ) -> list[JobRow]:
-    """Claim up to `limit` runnable jobs of `model`, in run order."""
+    """Claim up to `limit` runnable jobs of `model`, in run order, never letting more
+    than `fleet_limit` jobs of the model run at once across all workers."""
+    if fleet_limit is not None:
+        lock = dialect.serialize_claims(conn, model)
+        if lock is not None:
+            await conn.execute(lock)
+        running = await conn.execute(
+            select(func.count()).where(jobs.c.model == model, jobs.c.status == RUNNING)
+        )
+        limit = min(limit, fleet_limit - int(running.scalar_one()))
+        if limit <= 0:
+            return []
     candidates = (
         select(jobs.c.id)
         .where(
@@ -126,19 +138,21 @@ async def next_run_after(conn: DbConnection, *, model: str, now: datetime) -> da
     return value
 
 
-async def cancelled_among(
+async def changed_elsewhere(
     conn: DbConnection, held: Sequence[tuple[uuid.UUID, int]]
-) -> list[uuid.UUID]:
-    """Which of these (id, token) leases no longer hold a running job (cancelled or rescued)."""
+) -> list[tuple[uuid.UUID, str]]:
+    """Of these (id, lease token) pairs, the jobs no longer running under that lease
+    (cancelled, rescued, or finished), with their status now."""
     if not held:
         return []
-    ids = [job_id for job_id, _ in held]
-    result = await conn.execute(
-        select(jobs.c.id, jobs.c.status, jobs.c.lease_token).where(jobs.c.id.in_(ids))
-    )
     tokens = dict(held)
+    result = await conn.execute(
+        select(jobs.c.id, jobs.c.status, jobs.c.lease_token).where(jobs.c.id.in_(list(tokens)))
+    )
     return [
-        row.id for row in result.all() if row.status != RUNNING or row.lease_token != tokens[row.id]
+        (row.id, row.status)
+        for row in result.all()
+        if row.status != RUNNING or row.lease_token != tokens[row.id]
     ]
 
 

@@ -161,6 +161,14 @@ Index(
     postgresql_where=text("status = 'queued'"),
 )
 
+# The fleet-wide concurrency cap counts a model's running jobs.
+Index(
+    "ix_jobs_running_model",
+    jobs.c.model,
+    sqlite_where=text("status = 'running'"),
+    postgresql_where=text("status = 'running'"),
+)
+
 fair_share = Table(
     "fair_share",
     metadata,

@@ -40,6 +40,7 @@ from gengate.store.jobs import JobRow
 from gengate.worker.context import JobContext
 
 logger = logging.getLogger("gengate.worker")
+CHECK_INTERVAL_S = 1.0
 
 
 class Interruption(StrEnum):
@@ -189,6 +190,7 @@ class WorkerRuntime:
                 limit=limit,
                 lease_ttl=self.lease_ttl,
                 now=now,
+                fleet_limit=model.config.max_running,
             )
         for row in claimed:
             announce(self.gw, row, JobStatus.QUEUED.value)
@@ -383,13 +385,33 @@ class WorkerRuntime:
     # -- leases -----------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.gw.settings.lease_ttl_s / 3
+        """Renew leases every third of their lifetime; meanwhile, once a second, look for
+        held jobs that changed elsewhere (a safety net under the notifications)."""
+        renew_every = self.gw.settings.lease_ttl_s / 3
+        tick = min(CHECK_INTERVAL_S, renew_every)
+        next_renewal = time.monotonic() + renew_every
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(tick)
             try:
-                await self._renew()
+                if time.monotonic() >= next_renewal:
+                    next_renewal = time.monotonic() + renew_every
+                    await self._renew()
+                elif self._runs:
+                    await self._check_held()
             except Exception:
                 logger.exception("heartbeat failed", extra={"worker_id": self.worker_id})
+
+    async def _check_held(self) -> None:
+        held = [(job_id, run.ctx.lease_token) for job_id, run in self._runs.items()]
+        async with self.gw.db.read() as conn:
+            changed = await queue_store.changed_elsewhere(conn, held)
+        for job_id, status in changed:
+            run = self._runs.get(job_id)
+            if run is not None:
+                terminal = JobStatus(status).is_terminal
+                self._interrupt(
+                    run, Interruption.CANCELLED if terminal else Interruption.LEASE_LOST
+                )
 
     async def _renew(self) -> None:
         async with self.gw.db.transaction() as conn:
