@@ -118,6 +118,7 @@ class Model:
             "pricing": self.price.describe(),
             "limits": {
                 "concurrency": self.concurrency,
+                "max_running": self.config.max_running,
                 "sync_window_s": self.config.sync_window_s,
                 "timeout_s": self.config.timeout_s,
                 "queue_ttl_s": self.config.queue_ttl_s,

@@ -122,7 +122,7 @@ async def list_keys(db: Database, account_id: str) -> list[dict[str, Any]]:
         {
             "key_id": format_id("key", row.id),
             "prefix": row.prefix,
-            "created_at": row.created_at.isoformat(),
+            "created_at": iso(row.created_at),
             "revoked": row.revoked_at is not None,
         }
         for row in rows
@@ -181,7 +181,7 @@ def account_view(row: Any) -> dict[str, Any]:
 async def list_accounts(db: Database) -> list[dict[str, Any]]:
     async with db.read() as conn:
         rows = await account_store.list_accounts(conn)
-    return [account_view(row) | {"created_at": row.created_at.isoformat()} for row in rows]
+    return [account_view(row) | {"created_at": iso(row.created_at)} for row in rows]
 
 
 async def get_account(db: Database, account_id: uuid.UUID) -> dict[str, Any]:

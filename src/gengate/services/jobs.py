@@ -146,7 +146,7 @@ async def submit_job(gw: Gateway, principal: Principal, request: SubmitRequest) 
                 "webhook_attempts": 0,
                 "tags": request.tags,
                 "metadata": request.metadata,
-                "timeout_s": request.timeout_s or config.timeout_s,
+                "timeout_s": min(request.timeout_s or config.timeout_s, config.timeout_s),
                 "max_attempts": config.max_attempts,
                 "attempts": 0,
                 "run_after": now,
@@ -185,7 +185,7 @@ async def queue_position(gw: Gateway, row: JobRow) -> int | None:
     if row.status != JobStatus.QUEUED:
         return None
     async with gw.db.read() as conn:
-        return await job_store.queue_position(conn, row)
+        return await job_store.queue_position(conn, row, now=gw.clock())
 
 
 async def wait_for_job(gw: Gateway, row: JobRow, timeout_s: float) -> JobRow:
@@ -231,8 +231,9 @@ async def list_jobs(
         )
         has_more = len(rows) > limit
         rows = rows[:limit]
+        now = gw.clock()
         positions = {
-            row.id: await job_store.queue_position(conn, row)
+            row.id: await job_store.queue_position(conn, row, now=now)
             for row in rows
             if row.status == JobStatus.QUEUED
         }

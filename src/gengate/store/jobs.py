@@ -76,11 +76,13 @@ async def list_jobs(
     return result.all()
 
 
-def _ahead_of(row: JobRow) -> Any:
+def _ahead_of(row: JobRow, now: datetime) -> Any:
     """Queued jobs of the same model that run before `row` (the claim order)."""
     return and_(
         jobs.c.model == row.model,
         jobs.c.status == JobStatus.QUEUED.value,
+        # A retry still waiting out its backoff is not counted as ahead.
+        jobs.c.run_after <= now,
         or_(
             jobs.c.priority > row.priority,
             and_(
@@ -94,8 +96,8 @@ def _ahead_of(row: JobRow) -> Any:
     )
 
 
-async def queue_position(conn: DbConnection, row: JobRow) -> int:
-    result = await conn.execute(select(func.count()).select_from(jobs).where(_ahead_of(row)))
+async def queue_position(conn: DbConnection, row: JobRow, *, now: datetime) -> int:
+    result = await conn.execute(select(func.count()).select_from(jobs).where(_ahead_of(row, now)))
     return int(result.scalar_one())
 
 

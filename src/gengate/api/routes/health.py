@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from sqlalchemy import text
 from starlette.responses import Response
 
 from gengate.api.deps import GatewayDep
 from gengate.api.errors import error_response, request_id_of
 from gengate.api.responses import json_response
 from gengate.api.schemas import Health, Readiness, documented
-from gengate.store import jobs as job_store
-from gengate.store.migrate import schema_is_current
+from gengate.services import health
 
 router = APIRouter(tags=["operations"])
 
@@ -30,14 +28,7 @@ async def healthz() -> Response:
 )
 async def readyz(request: Request, gw: GatewayDep) -> Response:
     """The database answers, its schema is current, and workers run where expected."""
-    checks = {"database": False, "schema": False, "workers": True}
-    try:
-        async with gw.db.read() as conn:
-            await conn.execute(text("SELECT 1"))
-        checks["database"] = True
-        checks["schema"] = await schema_is_current(gw.db)
-    except Exception:
-        pass
+    checks = {**await health.database_checks(gw), "workers": True}
     runtime = request.app.state.worker_runtime
     if request.app.state.expects_workers:
         checks["workers"] = runtime is not None and runtime.is_running
@@ -55,10 +46,5 @@ async def readyz(request: Request, gw: GatewayDep) -> Response:
     responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
 )
 async def metrics(gw: GatewayDep) -> Response:
-    async with gw.db.read() as conn:
-        counts = {(r.model, r.status): r.n for r in await job_store.active_counts(conn)}
-    models = set(gw.catalog.ids()) | {model for model, _ in counts}
-    for model in models:
-        for status in ("queued", "running"):
-            gw.metrics.jobs.labels(model, status).set(counts.get((model, status), 0))
+    await health.refresh_job_gauges(gw)
     return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
