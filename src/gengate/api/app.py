@@ -59,7 +59,8 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     app.state.expects_workers = run_workers
     app.state.worker_runtime = None
     install_error_handlers(app)
-    for module in (submit, jobs, models, account, files, health):
+    # The most frequent requests (polling a job) first: routes are matched in order.
+    for module in (jobs, submit, models, account, files, health):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,

@@ -55,14 +55,21 @@ async def complete_job(
         raise ValueError(f"{target} is not terminal")
     charged = target in (JobStatus.SUCCEEDED, JobStatus.PARTIAL)
     values: dict[str, Any] = {
-        "cost_micro": job_store.capped_cost(cost_micro) if charged else 0,
+        "cost_micro": job_store.CAPPED_CHARGE if charged else 0,
         "result": result,
         "error": error,
     }
     if target is JobStatus.SUCCEEDED:
         values["progress"] = 100
     row = await job_store.transition(
-        conn, job_id, target, now=now, values=values, lease_token=lease_token, only_from=only_from
+        conn,
+        job_id,
+        target,
+        now=now,
+        values=values,
+        lease_token=lease_token,
+        only_from=only_from,
+        params={"charge": cost_micro} if charged else None,
     )
     if row is None:
         return None

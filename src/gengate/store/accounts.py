@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from gengate.store.database import DbConnection
 from gengate.store.schema import accounts, api_keys
@@ -59,14 +59,14 @@ async def insert_api_key(
     )
 
 
+_FIND_KEY = select(api_keys.c.id, api_keys.c.account_id, api_keys.c.revoked_at).where(
+    api_keys.c.key_hash == bindparam("p_key_hash")
+)
+
+
 async def find_key_by_hash(conn: DbConnection, key_hash: str) -> AnyRow | None:
     """The key with this SHA-256 hash (by unique index), revoked or not."""
-    result = await conn.execute(
-        select(api_keys.c.id, api_keys.c.account_id, api_keys.c.revoked_at).where(
-            api_keys.c.key_hash == key_hash
-        )
-    )
-    return result.first()
+    return (await conn.execute(_FIND_KEY, {"p_key_hash": key_hash})).first()
 
 
 async def list_keys(conn: DbConnection, account_id: uuid.UUID) -> Sequence[AnyRow]:

@@ -22,15 +22,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import anyio.to_thread
 import orjson
-from sqlalchemy import Connection, Engine, Executable, Result, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, create_engine, event
 from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from gengate.store.types import AnyRow
 
 T = TypeVar("T")
 
@@ -41,13 +44,27 @@ SQLITE_READ_BUSY_TIMEOUT_MS = 1_000
 CHECKPOINT_INTERVAL_S = 1.0
 
 
+class Rows(Protocol):
+    """What store functions read from a statement's result."""
+
+    def first(self) -> AnyRow | None: ...
+
+    def one(self) -> AnyRow: ...
+
+    def all(self) -> Sequence[AnyRow]: ...
+
+    def scalar(self) -> Any: ...
+
+    def scalar_one(self) -> Any: ...
+
+
 class DbConnection(Protocol):
     """What store functions need from a connection."""
 
     @property
     def dialect(self) -> Dialect: ...
 
-    async def execute(self, statement: Executable, parameters: Any = None) -> Result[Any]: ...
+    async def execute(self, statement: Executable, parameters: Any = None) -> Rows: ...
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T: ...
 
@@ -67,6 +84,37 @@ def database_url(url: str, *, asynchronous: bool) -> URL:
     raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
 
 
+class BufferedRows:
+    """Rows fetched in full as the statement ran, so interleaved coroutines that use the
+    same SQLite connection never share an open cursor."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Sequence[AnyRow]) -> None:
+        self._rows = rows
+
+    def first(self) -> AnyRow | None:
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> AnyRow:
+        if len(self._rows) != 1:
+            raise (
+                NoResultFound("expected one row")
+                if not self._rows
+                else MultipleResultsFound("expected one row")
+            )
+        return self._rows[0]
+
+    def all(self) -> Sequence[AnyRow]:
+        return self._rows
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+
 class SQLiteConnection:
     """A synchronous SQLAlchemy connection with the async face of `DbConnection`.
 
@@ -81,11 +129,9 @@ class SQLiteConnection:
     def dialect(self) -> Dialect:
         return self._connection.dialect
 
-    async def execute(self, statement: Executable, parameters: Any = None) -> Result[Any]:
+    async def execute(self, statement: Executable, parameters: Any = None) -> Rows:
         result = self._connection.execute(statement, parameters)
-        if result.returns_rows:
-            return result.freeze()()
-        return result
+        return BufferedRows(result.all() if result.returns_rows else [])
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         return fn(self._connection, *args)
@@ -95,6 +141,7 @@ def _sqlite_engine(url: URL, *, busy_timeout_ms: int, begin: str | None) -> Engi
     engine = create_engine(
         url,
         json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
         connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
         pool_reset_on_return=None,
     )
@@ -150,6 +197,7 @@ class Database:
                 max_overflow=pool_size,
                 pool_pre_ping=True,
                 json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
                 connect_args={"server_settings": {"application_name": "gengate"}},
             )
 

@@ -9,7 +9,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from gengate.domain.ids import uuid7_floor
 from gengate.domain.states import TERMINAL_STATUSES, JobStatus, sources_of
@@ -21,18 +32,25 @@ from gengate.store.types import AnyRow
 JobRow = AnyRow
 
 
+# Hot statements are built once, with bound parameters; SQLAlchemy then reuses their
+# compiled form and skips rebuilding and re-hashing a statement on every call.
+_INSERT_JOB = insert(jobs).returning(*jobs.c)
+_GET_JOB = select(jobs).where(jobs.c.id == bindparam("job_id"))
+_GET_ACCOUNT_JOB = _GET_JOB.where(jobs.c.account_id == bindparam("account_id"))
+
+
 async def insert_job(conn: DbConnection, values: dict[str, Any]) -> JobRow:
-    result = await conn.execute(insert(jobs).values(**values).returning(*jobs.c))
-    return result.one()
+    return (await conn.execute(_INSERT_JOB, values)).one()
 
 
 async def get_job(
     conn: DbConnection, job_id: uuid.UUID, *, account_id: uuid.UUID | None = None
 ) -> JobRow | None:
-    query = select(jobs).where(jobs.c.id == job_id)
-    if account_id is not None:
-        query = query.where(jobs.c.account_id == account_id)
-    return (await conn.execute(query)).first()
+    if account_id is None:
+        return (await conn.execute(_GET_JOB, {"job_id": job_id})).first()
+    return (
+        await conn.execute(_GET_ACCOUNT_JOB, {"job_id": job_id, "account_id": account_id})
+    ).first()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,40 +119,99 @@ async def queue_position(conn: DbConnection, row: JobRow, *, now: datetime) -> i
     return int(result.scalar_one())
 
 
+_QUEUED_COUNT = select(func.count()).select_from(
+    select(jobs.c.id)
+    .where(jobs.c.model == bindparam("model"), jobs.c.status == JobStatus.QUEUED.value)
+    .limit(bindparam("cap"))
+    .subquery()
+)
+
+
 async def queued_count(conn: DbConnection, model: str, *, cap: int) -> int:
     """How many jobs of `model` are queued, counting no further than `cap`."""
-    capped = (
-        select(jobs.c.id)
-        .where(jobs.c.model == model, jobs.c.status == JobStatus.QUEUED.value)
-        .limit(cap)
-        .subquery()
-    )
-    result = await conn.execute(select(func.count()).select_from(capped))
+    result = await conn.execute(_QUEUED_COUNT, {"model": model, "cap": cap})
     return int(result.scalar_one())
+
+
+_QUEUE_HEAD = (
+    select(jobs.c.fair_tag)
+    .where(jobs.c.model == bindparam("model"), jobs.c.status == JobStatus.QUEUED.value)
+    .order_by(jobs.c.priority.desc(), jobs.c.fair_tag, jobs.c.id)
+    .limit(1)
+    .scalar_subquery()
+)
+_NEWEST_TAG = (
+    select(func.max(fair_share.c.last_tag))
+    .where(fair_share.c.model == bindparam("model"))
+    .scalar_subquery()
+)
+_FAIR_FLOOR = select(func.coalesce(_QUEUE_HEAD, _NEWEST_TAG, 0))
+_fair_upserts: dict[str, Any] = {}
+
+
+def _fair_upsert(conn: DbConnection) -> Any:
+    """max(last, floor) + 1 as one atomic upsert (see domain.scheduling.next_fair_tag)."""
+    dialect_name = dialect.name(conn)
+    if dialect_name not in _fair_upserts:
+        floor = bindparam("p_floor", type_=BigInteger())
+        statement = dialect.insert(conn, fair_share).values(
+            model=bindparam("p_model"), account_id=bindparam("p_account_id"), last_tag=floor + 1
+        )
+        _fair_upserts[dialect_name] = statement.on_conflict_do_update(
+            index_elements=["model", "account_id"],
+            set_={"last_tag": dialect.greatest(conn, fair_share.c.last_tag, floor) + 1},
+        ).returning(fair_share.c.last_tag)
+    return _fair_upserts[dialect_name]
 
 
 async def assign_fair_tag(conn: DbConnection, *, model: str, account_id: uuid.UUID) -> int:
     """The next fair-share tag for this account on this model (see domain.scheduling)."""
-    head = (
-        select(jobs.c.fair_tag)
-        .where(jobs.c.model == model, jobs.c.status == JobStatus.QUEUED.value)
-        .order_by(jobs.c.priority.desc(), jobs.c.fair_tag, jobs.c.id)
-        .limit(1)
-        .scalar_subquery()
+    floor = (await conn.execute(_FAIR_FLOOR, {"model": model})).scalar_one()
+    result = await conn.execute(
+        _fair_upsert(conn), {"p_model": model, "p_account_id": account_id, "p_floor": floor}
     )
-    newest = (
-        select(func.max(fair_share.c.last_tag)).where(fair_share.c.model == model).scalar_subquery()
+    return int(result.scalar_one())
+
+
+#: Values a transition may compute from the row itself (see `transition`).
+#: The charge of a job: its cost (the `charge` parameter), never above its reservation.
+CAPPED_CHARGE = case(
+    (jobs.c.reserved_micro < bindparam("charge", type_=BigInteger()), jobs.c.reserved_micro),
+    else_=bindparam("charge", type_=BigInteger()),
+)
+#: A hand-back: the attempt the worker used is given back.
+RETURNED_ATTEMPT = jobs.c.attempts - 1
+_ROW_EXPRESSIONS = {id(CAPPED_CHARGE): CAPPED_CHARGE, id(RETURNED_ATTEMPT): RETURNED_ATTEMPT}
+_transitions: dict[tuple[Any, ...], Any] = {}
+
+
+def _transition_statement(
+    target: JobStatus, sources: frozenset[JobStatus], fenced: bool, values: dict[str, Any]
+) -> Any:
+    shape = tuple(
+        (name, id(value) if isinstance(value, ColumnElement) else None)
+        for name, value in sorted(values.items())
     )
-    floor = (await conn.execute(select(func.coalesce(head, newest, 0)))).scalar_one()
-    # next_fair_tag(last, floor) == max(last, floor) + 1, in one atomic upsert.
-    statement = dialect.insert(conn, fair_share).values(
-        model=model, account_id=account_id, last_tag=floor + 1
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=["model", "account_id"],
-        set_={"last_tag": dialect.greatest(conn, fair_share.c.last_tag, floor) + 1},
-    ).returning(fair_share.c.last_tag)
-    return int((await conn.execute(statement)).scalar_one())
+    key = (target, sources, fenced, shape)
+    statement = _transitions.get(key)
+    if statement is None:
+        changes: dict[str, Any] = {"version": jobs.c.version + 1}
+        for name, expression_id in shape:
+            if expression_id is None:
+                changes[name] = bindparam(f"v_{name}", type_=jobs.c[name].type)
+            elif expression_id in _ROW_EXPRESSIONS:
+                changes[name] = _ROW_EXPRESSIONS[expression_id]
+            else:
+                raise ValueError(f"{name}: only the module's row expressions may be used")
+        statement = update(jobs).where(
+            jobs.c.id == bindparam("w_job_id"),
+            jobs.c.status.in_(sorted(s.value for s in sources)),
+        )
+        if fenced:
+            statement = statement.where(jobs.c.lease_token == bindparam("w_lease_token"))
+        statement = statement.values(changes).returning(*jobs.c)
+        _transitions[key] = statement
+    return statement
 
 
 async def transition(
@@ -146,38 +223,33 @@ async def transition(
     values: dict[str, Any] | None = None,
     lease_token: int | None = None,
     only_from: Collection[JobStatus] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> JobRow | None:
     """Move a job to `target` if the state machine allows it from its current status.
 
     The guard is in the UPDATE itself (`WHERE status IN (...)`, plus the lease token
     when a worker makes the change), so concurrent writers cannot both succeed.
+    `values` are plain values or one of this module's row expressions
+    (`CAPPED_CHARGE`, `RETURNED_ATTEMPT`), whose parameters come in `params`.
     Returns the updated row, or None when the guard did not match.
     """
     sources = sources_of(target)
     if only_from is not None:
         sources = sources & frozenset(only_from)
-    changes: dict[str, Any] = {
-        "status": target.value,
-        "version": jobs.c.version + 1,
-        "updated_at": now,
-    }
+    changes: dict[str, Any] = {"status": target.value, "updated_at": now}
     if target in TERMINAL_STATUSES or target is JobStatus.QUEUED:
         changes.update(lease_expires_at=None, worker_id=None)
     if target in TERMINAL_STATUSES:
         changes["completed_at"] = now
     changes.update(values or {})
-    statement = update(jobs).where(
-        jobs.c.id == job_id, jobs.c.status.in_([s.value for s in sources])
-    )
+    statement = _transition_statement(target, sources, lease_token is not None, changes)
+    bound: dict[str, Any] = {"w_job_id": job_id, **(params or {})}
     if lease_token is not None:
-        statement = statement.where(jobs.c.lease_token == lease_token)
-    result = await conn.execute(statement.values(**changes).returning(*jobs.c))
-    return result.first()
-
-
-def capped_cost(cost_micro: int) -> Any:
-    """The charge for a job: its cost, never more than its reservation."""
-    return case((jobs.c.reserved_micro < cost_micro, jobs.c.reserved_micro), else_=cost_micro)
+        bound["w_lease_token"] = lease_token
+    for name, value in changes.items():
+        if not isinstance(value, ColumnElement):
+            bound[f"v_{name}"] = value
+    return (await conn.execute(statement, bound)).first()
 
 
 async def update_progress(

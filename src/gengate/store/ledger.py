@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import BigInteger, bindparam, insert, select, update
 
 from gengate.domain.ids import new_uuid
 from gengate.store.database import DbConnection
@@ -25,6 +25,28 @@ class EntryKind(StrEnum):
     RESERVE = "reserve"
     RELEASE = "release"
     CHARGE = "charge"
+
+
+_INSERT_ENTRY = insert(ledger_entries)
+_AMOUNT = bindparam("p_amount", type_=BigInteger())
+_RESERVE = (
+    update(accounts)
+    .where(
+        accounts.c.id == bindparam("p_account_id"),
+        accounts.c.balance_micro - accounts.c.reserved_micro >= _AMOUNT,
+    )
+    .values(reserved_micro=accounts.c.reserved_micro + _AMOUNT)
+    .returning(accounts.c.balance_micro, accounts.c.reserved_micro)
+)
+_SETTLE = (
+    update(accounts)
+    .where(accounts.c.id == bindparam("p_account_id"))
+    .values(
+        reserved_micro=accounts.c.reserved_micro - bindparam("p_release", type_=BigInteger()),
+        balance_micro=accounts.c.balance_micro - bindparam("p_charge", type_=BigInteger()),
+    )
+    .returning(accounts.c.balance_micro, accounts.c.reserved_micro)
+)
 
 
 async def _append(
@@ -40,17 +62,18 @@ async def _append(
     note: str | None = None,
 ) -> None:
     await conn.execute(
-        insert(ledger_entries).values(
-            id=new_uuid(),
-            account_id=account_id,
-            job_id=job_id,
-            kind=kind.value,
-            amount_micro=amount_micro,
-            balance_after_micro=balance_after,
-            reserved_after_micro=reserved_after,
-            note=note,
-            created_at=now,
-        )
+        _INSERT_ENTRY,
+        {
+            "id": new_uuid(),
+            "account_id": account_id,
+            "job_id": job_id,
+            "kind": kind.value,
+            "amount_micro": amount_micro,
+            "balance_after_micro": balance_after,
+            "reserved_after_micro": reserved_after,
+            "note": note,
+            "created_at": now,
+        },
     )
 
 
@@ -63,15 +86,7 @@ async def reserve(
     now: datetime,
 ) -> bool:
     """Reserve `amount_micro` for a job; False when the available balance is too low."""
-    result = await conn.execute(
-        update(accounts)
-        .where(
-            accounts.c.id == account_id,
-            accounts.c.balance_micro - accounts.c.reserved_micro >= amount_micro,
-        )
-        .values(reserved_micro=accounts.c.reserved_micro + amount_micro)
-        .returning(accounts.c.balance_micro, accounts.c.reserved_micro)
-    )
+    result = await conn.execute(_RESERVE, {"p_account_id": account_id, "p_amount": amount_micro})
     row = result.first()
     if row is None:
         return False
@@ -101,13 +116,8 @@ async def release_and_charge(
     if charge_micro > release_micro:
         raise ValueError("a charge cannot exceed the reservation it settles")
     result = await conn.execute(
-        update(accounts)
-        .where(accounts.c.id == account_id)
-        .values(
-            reserved_micro=accounts.c.reserved_micro - release_micro,
-            balance_micro=accounts.c.balance_micro - charge_micro,
-        )
-        .returning(accounts.c.balance_micro, accounts.c.reserved_micro)
+        _SETTLE,
+        {"p_account_id": account_id, "p_release": release_micro, "p_charge": charge_micro},
     )
     row = result.one()
     await _append(

@@ -13,16 +13,58 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from gengate.domain.states import JobStatus
 from gengate.store import dialect
 from gengate.store.database import DbConnection
-from gengate.store.jobs import JobRow, transition
+from gengate.store.jobs import RETURNED_ATTEMPT, JobRow, transition
 from gengate.store.schema import jobs
+from gengate.store.types import UTCDateTime
 
 QUEUED = JobStatus.QUEUED.value
 RUNNING = JobStatus.RUNNING.value
+
+
+_claims: dict[str, Any] = {}
+
+
+def _claim_statement(conn: DbConnection) -> Any:
+    """The claim, built once per dialect: pick the head of the model's queue (locking
+    the rows on PostgreSQL) and move it to running under a new lease, in one statement."""
+    dialect_name = dialect.name(conn)
+    if dialect_name not in _claims:
+        now = bindparam("c_now", type_=UTCDateTime())
+        candidates = (
+            select(jobs.c.id)
+            .where(
+                jobs.c.model == bindparam("c_model"),
+                jobs.c.status == QUEUED,
+                jobs.c.run_after <= now,
+                jobs.c.expires_at > now,
+                or_(jobs.c.cancel_at.is_(None), jobs.c.cancel_at > now),
+            )
+            .order_by(jobs.c.priority.desc(), jobs.c.fair_tag, jobs.c.id)
+            .limit(bindparam("c_limit"))
+        )
+        candidates = dialect.lock_for_claim(conn, candidates)
+        _claims[dialect_name] = (
+            update(jobs)
+            .where(jobs.c.id.in_(candidates.scalar_subquery()), jobs.c.status == QUEUED)
+            .values(
+                status=RUNNING,
+                lease_token=jobs.c.lease_token + 1,
+                lease_expires_at=bindparam("c_lease_expires_at", type_=UTCDateTime()),
+                worker_id=bindparam("c_worker_id"),
+                attempts=jobs.c.attempts + 1,
+                started_at=func.coalesce(jobs.c.started_at, now),
+                progress=0,
+                version=jobs.c.version + 1,
+                updated_at=now,
+            )
+            .returning(*jobs.c)
+        )
+    return _claims[dialect_name]
 
 
 async def claim_jobs(
@@ -47,50 +89,34 @@ async def claim_jobs(
         limit = min(limit, fleet_limit - int(running.scalar_one()))
         if limit <= 0:
             return []
-    candidates = (
-        select(jobs.c.id)
-        .where(
-            jobs.c.model == model,
-            jobs.c.status == QUEUED,
-            jobs.c.run_after <= now,
-            jobs.c.expires_at > now,
-            or_(jobs.c.cancel_at.is_(None), jobs.c.cancel_at > now),
-        )
-        .order_by(jobs.c.priority.desc(), jobs.c.fair_tag, jobs.c.id)
-        .limit(limit)
-    )
-    candidates = dialect.lock_for_claim(conn, candidates)
     result = await conn.execute(
-        update(jobs)
-        .where(jobs.c.id.in_(candidates.scalar_subquery()), jobs.c.status == QUEUED)
-        .values(
-            status=RUNNING,
-            lease_token=jobs.c.lease_token + 1,
-            lease_expires_at=now + lease_ttl,
-            worker_id=worker_id,
-            attempts=jobs.c.attempts + 1,
-            started_at=func.coalesce(jobs.c.started_at, now),
-            progress=0,
-            version=jobs.c.version + 1,
-            updated_at=now,
-        )
-        .returning(*jobs.c)
+        _claim_statement(conn),
+        {
+            "c_model": model,
+            "c_now": now,
+            "c_limit": limit,
+            "c_worker_id": worker_id,
+            "c_lease_expires_at": now + lease_ttl,
+        },
     )
     claimed = list(result.all())
     claimed.sort(key=lambda row: (-row.priority, row.fair_tag, row.id))
     return claimed
 
 
+_RENEW = (
+    update(jobs)
+    .where(jobs.c.worker_id == bindparam("r_worker_id"), jobs.c.status == RUNNING)
+    .values(lease_expires_at=bindparam("r_expires_at", type_=UTCDateTime()))
+    .returning(jobs.c.id, jobs.c.lease_token)
+)
+
+
 async def renew_leases(
     conn: DbConnection, *, worker_id: str, lease_ttl: timedelta, now: datetime
 ) -> list[tuple[uuid.UUID, int]]:
     """Extend every lease this worker holds; returns the (id, token) pairs still held."""
-    result = await conn.execute(
-        update(jobs)
-        .where(jobs.c.worker_id == worker_id, jobs.c.status == RUNNING)
-        .values(lease_expires_at=now + lease_ttl)
-        .returning(jobs.c.id, jobs.c.lease_token)
-    )
+    result = await conn.execute(_RENEW, {"r_worker_id": worker_id, "r_expires_at": now + lease_ttl})
     return [(row.id, row.lease_token) for row in result.all()]
 
 
@@ -168,7 +194,7 @@ async def requeue(
     """Running → queued under the worker's lease; a hand-back does not count an attempt."""
     values: dict[str, Any] = {"run_after": run_after, "progress": 0}
     if not count_attempt:
-        values["attempts"] = jobs.c.attempts - 1
+        values["attempts"] = RETURNED_ATTEMPT
     return await transition(
         conn, job_id, JobStatus.QUEUED, now=now, values=values, lease_token=lease_token
     )

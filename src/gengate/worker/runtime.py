@@ -237,6 +237,10 @@ class WorkerRuntime:
             else:
                 run.finalizing = True
                 outcome = await self._succeeded(run, result)
+        except Exception:
+            # Recording the outcome failed (e.g. the database is down): the lease will
+            # lapse and the reaper will requeue the job, so nothing is lost.
+            run.ctx.logger.exception("could not record the outcome of the run")
         finally:
             deadline.cancel()
             await run.ctx.close()

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from gengate.api.deps import GatewayDep, PrincipalDep
+from gengate.api.deps import CallerDep
 from gengate.api.responses import json_response
 from gengate.api.schemas import AUTHED, Account, LedgerPage, documented
 from gengate.domain.cursors import decode_cursor, encode_cursor
@@ -23,8 +23,9 @@ router = APIRouter(tags=["account"])
     response_model=None,
     responses={200: {"model": Account}, **documented(*AUTHED)},
 )
-async def get_account(gw: GatewayDep, principal: PrincipalDep) -> Response:
+async def get_account(caller: CallerDep) -> Response:
     """Balance, reservations and what is available (all in micro-dollars)."""
+    gw, principal = caller.gw, caller.principal
     return json_response(await account_service.get_account(gw.db, principal.account_id))
 
 
@@ -35,12 +36,12 @@ async def get_account(gw: GatewayDep, principal: PrincipalDep) -> Response:
     responses={200: {"model": LedgerPage}, **documented(*AUTHED)},
 )
 async def get_ledger(
-    gw: GatewayDep,
-    principal: PrincipalDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
     """Ledger entries (reserve, release, charge, credit), newest first."""
+    gw, principal = caller.gw, caller.principal
     before = decode_cursor(cursor) if cursor else None
     entries, has_more = await account_service.ledger_page(
         gw.db, principal.account_id, before=before, limit=limit

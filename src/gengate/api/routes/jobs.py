@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
-from gengate.api.deps import GatewayDep, PrincipalDep
+from gengate.api.deps import Caller, CallerDep
 from gengate.api.links import links_for
 from gengate.api.responses import json_response
 from gengate.api.schemas import AUTHED, JobList, JobRecord, JobStatusName, documented
@@ -44,12 +44,12 @@ def _parse_tags(values: list[str]) -> tuple[tuple[str, str], ...]:
 async def get_job(
     id: str,
     request: Request,
-    gw: GatewayDep,
-    principal: PrincipalDep,
+    caller: CallerDep,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=200)] = None,
 ) -> Response:
     """The job record. Sends an `ETag`; `If-None-Match` with an unchanged job answers 304.
     Jobs not yet finished carry a `Retry-After` poll hint."""
+    gw, principal = caller.gw, caller.principal
     row = await job_service.get_job(gw, principal, id)
     links = links_for(gw, request)
     tag = etag(row, links)
@@ -71,8 +71,7 @@ async def get_job(
 )
 async def list_jobs(
     request: Request,
-    gw: GatewayDep,
-    principal: PrincipalDep,
+    caller: CallerDep,
     status: JobStatusName | None = None,
     modality: Annotated[str | None, Query(max_length=32)] = None,
     model: Annotated[str | None, Query(max_length=200)] = None,
@@ -83,6 +82,7 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
     """The account's jobs, newest first, with keyset pagination (`cursor`)."""
+    gw, principal = caller.gw, caller.principal
     filters = JobFilters(
         status=JobStatus(status) if status else None,
         modality=modality,
@@ -113,9 +113,9 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
-async def _cancel(id: str, request: Request, gw: GatewayDep, principal: PrincipalDep) -> Response:
-    row = await job_service.cancel_job(gw, principal, id)
-    return json_response(render_job(row, links_for(gw, request)))
+async def _cancel(id: str, request: Request, caller: Caller) -> Response:
+    row = await job_service.cancel_job(caller.gw, caller.principal, id)
+    return json_response(render_job(row, links_for(caller.gw, request)))
 
 
 CANCEL_RESPONSES = {200: {"model": JobRecord}, **documented(*AUTHED, 409)}
@@ -124,18 +124,14 @@ CANCEL_RESPONSES = {200: {"model": JobRecord}, **documented(*AUTHED, 409)}
 @router.post(
     "/v1/jobs/{id}/cancel", summary="Cancel a job", response_model=None, responses=CANCEL_RESPONSES
 )
-async def cancel_job(
-    id: str, request: Request, gw: GatewayDep, principal: PrincipalDep
-) -> Response:
+async def cancel_job(id: str, request: Request, caller: CallerDep) -> Response:
     """Cancel a queued or running job (nothing is charged). A finished job answers 409."""
-    return await _cancel(id, request, gw, principal)
+    return await _cancel(id, request, caller)
 
 
 @router.delete(
     "/v1/jobs/{id}", summary="Cancel a job", response_model=None, responses=CANCEL_RESPONSES
 )
-async def delete_job(
-    id: str, request: Request, gw: GatewayDep, principal: PrincipalDep
-) -> Response:
+async def delete_job(id: str, request: Request, caller: CallerDep) -> Response:
     """The same as `POST /v1/jobs/{id}/cancel`."""
-    return await _cancel(id, request, gw, principal)
+    return await _cancel(id, request, caller)

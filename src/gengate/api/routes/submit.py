@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
-from gengate.api.deps import GatewayDep, PrincipalDep
+from gengate.api.deps import CallerDep
 from gengate.api.links import links_for
 from gengate.api.responses import json_response
 from gengate.api.schemas import AUTHED, JobRecord, ModalityRequest, RunRequest, documented
@@ -92,8 +92,7 @@ async def run_model(
     model: str,
     body: RunRequest,
     request: Request,
-    gw: GatewayDep,
-    principal: PrincipalDep,
+    caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
     cancel_after: CancelAfter = None,
     prefer: Prefer = None,
@@ -101,6 +100,7 @@ async def run_model(
     """Submit a job. With `sync` (the default) the request waits up to the model's sync
     window (`Prefer: wait=N` shortens it) and answers 200 with the finished job, or
     202 with the job still running."""
+    gw, principal = caller.gw, caller.principal
     target = gw.catalog.get(model)
     headers: dict[str, str] = {}
     wait_s = 0.0
@@ -132,11 +132,11 @@ def _modality_route(modality: str) -> Any:
     async def submit_modality(
         body: ModalityRequest,
         request: Request,
-        gw: GatewayDep,
-        principal: PrincipalDep,
+        caller: CallerDep,
         idempotency_key: IdempotencyKey = None,
         cancel_after: CancelAfter = None,
     ) -> Response:
+        gw, principal = caller.gw, caller.principal
         model = gw.catalog.for_modality(modality, body.model)
         model_input = dict(body.model_extra or {})
         submit = SubmitRequest(
