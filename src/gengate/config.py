@@ -90,6 +90,9 @@ class Settings(BaseSettings):
 
     link_ttl_s: int = Field(86_400, ge=60)
     retention_days: float = Field(7.0, gt=0)
+    job_retention_days: float = Field(
+        30.0, gt=0, description="finished job records are deleted after this long"
+    )
 
     lease_ttl_s: float = Field(30.0, gt=0)
     reaper_interval_s: float = Field(1.0, gt=0)

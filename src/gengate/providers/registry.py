@@ -7,6 +7,7 @@ added, tuned or disabled in the config's `[models.<id>]` tables.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,23 @@ def provider_classes() -> dict[str, type[Provider]]:
             if isinstance(loaded, type) and issubclass(loaded, Provider):
                 classes[entry.name] = loaded
     return classes
+
+
+def _provider_class(
+    name: str, classes: Mapping[str, type[Provider]], model_id: str
+) -> type[Provider]:
+    """A registered provider by name, or one named by import path (`package.module:Class`),
+    for providers that are not packaged with an entry point."""
+    if name in classes:
+        return classes[name]
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        loaded = getattr(importlib.import_module(module_name), attribute, None)
+        if isinstance(loaded, type) and issubclass(loaded, Provider):
+            return loaded
+        raise ValueError(f"model {model_id!r}: {name!r} is not a Provider class")
+    known = ", ".join(sorted(classes))
+    raise ValueError(f"model {model_id!r}: unknown provider {name!r} ({known})")
 
 
 def _fill_defaults(schema: Mapping[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -171,10 +189,7 @@ def build_catalog(settings: Settings) -> ModelCatalog:
         if not config.enabled:
             continue
         provider_name = config.provider or BUILTIN_MODELS.get(model_id, model_id)
-        if provider_name not in classes:
-            known = ", ".join(sorted(classes))
-            raise ValueError(f"model {model_id!r}: unknown provider {provider_name!r} ({known})")
-        provider = classes[provider_name](config.params)
+        provider = _provider_class(provider_name, classes, model_id)(config.params)
         concurrency = config.concurrency or provider.default_concurrency or (os.cpu_count() or 1)
         models[model_id] = Model(model_id, provider, config, concurrency)
     return ModelCatalog(models)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     func,
     insert,
     or_,
@@ -26,7 +27,7 @@ from gengate.domain.ids import uuid7_floor
 from gengate.domain.states import TERMINAL_STATUSES, JobStatus, sources_of
 from gengate.store import dialect
 from gengate.store.database import DbConnection
-from gengate.store.schema import fair_share, jobs
+from gengate.store.schema import fair_share, jobs, outputs
 from gengate.store.types import AnyRow
 
 JobRow = AnyRow
@@ -293,3 +294,29 @@ async def active_counts(conn: DbConnection) -> Sequence[AnyRow]:
         .group_by(jobs.c.model, jobs.c.status)
     )
     return result.all()
+
+
+_TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
+
+
+async def prune_finished(conn: DbConnection, *, completed_before: datetime, limit: int) -> int:
+    """Delete up to `limit` terminal jobs finished before `completed_before` (oldest
+    first, walking the time-ordered primary key) with their output rows. Ledger
+    entries stay: the ledger is append-only and keeps the job id."""
+    doomed = (
+        await conn.execute(
+            select(jobs.c.id)
+            .where(
+                jobs.c.id < uuid7_floor(completed_before),
+                jobs.c.status.in_(_TERMINAL),
+                jobs.c.completed_at < completed_before,
+            )
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+    ).all()
+    ids = [row.id for row in doomed]
+    if ids:
+        await conn.execute(delete(outputs).where(outputs.c.job_id.in_(ids)))
+        await conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
+    return len(ids)

@@ -47,10 +47,12 @@ def _claim_statement(conn: DbConnection) -> Any:
             .order_by(jobs.c.priority.desc(), jobs.c.fair_tag, jobs.c.id)
             .limit(bindparam("c_limit"))
         )
-        candidates = dialect.lock_for_claim(conn, candidates)
+        # A CTE, not `id IN (subquery)`: PostgreSQL may plan the IN as a semi-join that
+        # runs the LIMITed, SKIP LOCKED subquery again per row, claiming far past LIMIT.
+        picked = dialect.lock_for_claim(conn, candidates).cte("picked")
         _claims[dialect_name] = (
             update(jobs)
-            .where(jobs.c.id.in_(candidates.scalar_subquery()), jobs.c.status == QUEUED)
+            .where(jobs.c.id == picked.c.id, jobs.c.status == QUEUED)
             .values(
                 status=RUNNING,
                 lease_token=jobs.c.lease_token + 1,

@@ -1,6 +1,7 @@
 """Periodic sweeps: rescue lapsed leases, expire old queued jobs, apply Cancel-After,
-purge spent idempotency keys. Safe to run in several processes at once: every
-change is a guarded UPDATE, so two sweepers never both apply one."""
+purge spent idempotency keys, prune finished jobs past their retention. Safe to run
+in several processes at once: every change is a guarded UPDATE, so two sweepers
+never both apply one."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import asyncio
 import logging
 import random
 import time
+from datetime import timedelta
 
 from gengate.services import lifecycle
 from gengate.services.gateway import Gateway
 from gengate.store import idempotency
+from gengate.store import jobs as job_store
 
 logger = logging.getLogger("gengate.maintenance")
 PURGE_INTERVAL_S = 3600.0
+PRUNE_BATCH = 200
 
 
 class Maintenance:
@@ -44,6 +48,22 @@ class Maintenance:
             self._last_purge = time.monotonic()
             async with self.gw.db.transaction() as conn:
                 await idempotency.purge_expired(conn, now=self.gw.clock())
+            await self.prune_finished_jobs()
+
+    async def prune_finished_jobs(self) -> int:
+        """Delete finished job records past `job_retention_days`, in small batches so
+        no transaction holds the writer for long. The hot indexes are partial (queued,
+        running), so pruning keeps the table small rather than the claim path fast."""
+        cutoff = self.gw.clock() - timedelta(days=self.gw.settings.job_retention_days)
+        pruned = 0
+        while True:
+            async with self.gw.db.transaction() as conn:
+                batch = await job_store.prune_finished(
+                    conn, completed_before=cutoff, limit=PRUNE_BATCH
+                )
+            pruned += batch
+            if batch < PRUNE_BATCH:
+                return pruned
 
     async def _loop(self) -> None:
         while True:

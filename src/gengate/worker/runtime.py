@@ -40,7 +40,9 @@ from gengate.store.jobs import JobRow
 from gengate.worker.context import JobContext
 
 logger = logging.getLogger("gengate.worker")
-CHECK_INTERVAL_S = 1.0
+# How often held jobs are checked for changes made elsewhere (a safety net under the
+# notifications); well under a second, so cancellation always arrives within one.
+CHECK_INTERVAL_S = 0.25
 
 
 class Interruption(StrEnum):
@@ -340,11 +342,13 @@ class WorkerRuntime:
         ctx, row = run.ctx, run.row
         reason = run.interruption
         await ctx.discard_outputs()
-        if reason is Interruption.CANCELLED:
+        if reason in (Interruption.CANCELLED, Interruption.TIMEOUT):
+            # Stop the work upstream too (e.g. cancel a remote prediction).
             try:
                 await run.model.provider.cancel(ctx)
             except Exception:
                 ctx.logger.exception("provider cancel hook failed")
+        if reason is Interruption.CANCELLED:
             return "cancelled"
         if reason is Interruption.LEASE_LOST:
             return "lease_lost"
@@ -406,7 +410,13 @@ class WorkerRuntime:
                 logger.exception("heartbeat failed", extra={"worker_id": self.worker_id})
 
     async def _check_held(self) -> None:
-        held = [(job_id, run.ctx.lease_token) for job_id, run in self._runs.items()]
+        await self._interrupt_changed(
+            [(job_id, run.ctx.lease_token) for job_id, run in self._runs.items()]
+        )
+
+    async def _interrupt_changed(self, held: list[tuple[uuid.UUID, int]]) -> None:
+        """Interrupt the runs among `held` whose job changed elsewhere: cancelled (the
+        provider's cancel hook runs) or taken away (rescued after a lapsed lease)."""
         async with self.gw.db.read() as conn:
             changed = await queue_store.changed_elsewhere(conn, held)
         for job_id, status in changed:
@@ -418,11 +428,18 @@ class WorkerRuntime:
                 )
 
     async def _renew(self) -> None:
+        # Judge only the runs that existed before the renewal: a job claimed while it ran
+        # holds a fresh lease that the renewal may not have seen.
+        before = dict(self._runs)
         async with self.gw.db.transaction() as conn:
             held = await queue_store.renew_leases(
                 conn, worker_id=self.worker_id, lease_ttl=self.lease_ttl, now=self.gw.clock()
             )
         tokens = dict(held)
-        for job_id, run in list(self._runs.items()):
-            if tokens.get(job_id) != run.ctx.lease_token:
-                self._interrupt(run, Interruption.LEASE_LOST)
+        lost = [
+            (job_id, run.ctx.lease_token)
+            for job_id, run in before.items()
+            if tokens.get(job_id) != run.ctx.lease_token
+        ]
+        if lost:
+            await self._interrupt_changed(lost)
