@@ -6,7 +6,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+
+from gengate.domain.canonical import check_json_value
 
 JobStatusName = Literal["queued", "running", "succeeded", "partial", "failed", "cancelled"]
 WebhookEventType = Literal["job.succeeded", "job.partial", "job.failed", "job.cancelled"]
@@ -38,12 +48,24 @@ class Envelope(BaseModel):
     priority: StrictInt = Field(0, ge=-10, le=10)
     timeout_s: StrictInt | None = Field(None, ge=1, le=86_400)
 
+    @field_validator("metadata")
+    @classmethod
+    def _storable_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_json_value(value)
+        return value
+
 
 class RunRequest(Envelope):
     model_config = ConfigDict(extra="forbid")
 
     input: dict[str, Any] = Field(default_factory=dict)
     sync: StrictBool = True
+
+    @field_validator("input")
+    @classmethod
+    def _storable_input(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_json_value(value)
+        return value
 
 
 class ModalityRequest(Envelope):
@@ -53,6 +75,11 @@ class ModalityRequest(Envelope):
 
     model: str | None = Field(None, min_length=1, max_length=200)
     sync: StrictBool = False
+
+    @model_validator(mode="after")
+    def _storable_input(self) -> ModalityRequest:
+        check_json_value(self.model_extra or {})
+        return self
 
 
 class ErrorBody(BaseModel):

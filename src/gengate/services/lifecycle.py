@@ -54,6 +54,7 @@ async def complete_job(
     if not target.is_terminal:
         raise ValueError(f"{target} is not terminal")
     charged = target in (JobStatus.SUCCEEDED, JobStatus.PARTIAL)
+    cost_micro = max(0, cost_micro)  # a negative usage report is never a credit
     values: dict[str, Any] = {
         "cost_micro": job_store.CAPPED_CHARGE if charged else 0,
         "result": result,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -198,7 +199,7 @@ class Database:
                 pool_pre_ping=True,
                 json_serializer=_json_dumps,
                 json_deserializer=orjson.loads,
-                connect_args={"server_settings": {"application_name": "gengate"}},
+                connect_args={"server_settings": {"application_name": f"gengate:{os.getpid()}"}},
             )
 
     @property

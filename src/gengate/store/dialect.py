@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, exists, func, literal, select
+from sqlalchemy import ColumnElement, Select, Table, exists, func, literal, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gengate.store.database import DbConnection
@@ -45,22 +45,24 @@ def lock_for_claim(conn: DbConnection, query: Select[Any]) -> Select[Any]:
     return query
 
 
-def serialize_claims(conn: DbConnection, model: str) -> Any | None:
-    """A statement that makes claims for `model` take turns until commit, so a
-    fleet-wide count of running jobs stays true while a claim acts on it.
+def take_turns(conn: DbConnection, key: str) -> Any | None:
+    """A statement after which transactions holding the same `key` run one at a time
+    until commit, so a count they act on stays true (a model's running jobs for the
+    fleet-wide cap, its queued jobs for the queue depth).
 
-    PostgreSQL: a transaction-scoped advisory lock keyed by the model. SQLite: none
-    needed (`BEGIN IMMEDIATE` already serialises writers).
+    PostgreSQL: a transaction-scoped advisory lock on the key. SQLite: none needed
+    (`BEGIN IMMEDIATE` already serialises writers).
     """
     if name(conn) == "postgresql":
-        return select(func.pg_advisory_xact_lock(func.hashtext("gengate:claim:" + model)))
+        return select(func.pg_advisory_xact_lock(func.hashtext("gengate:" + key)))
     return None
 
 
 def has_tag(conn: DbConnection, tags_column: Any, key: str, value: str) -> ColumnElement[bool]:
     """True when a JSON array of `{"key", "value"}` objects holds this pair."""
     if name(conn) == "postgresql":
-        return tags_column.contains([{"key": key, "value": value}])  # type: ignore[no-any-return]
+        # JSONB containment (`@>`); the JSON column type itself has no containment.
+        return type_coerce(tags_column, postgresql.JSONB).contains([{"key": key, "value": value}])
     each = func.json_each(tags_column).table_valued("value").alias("tag")
     return (
         exists(literal(1))

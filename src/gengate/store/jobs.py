@@ -129,7 +129,12 @@ _QUEUED_COUNT = select(func.count()).select_from(
 
 
 async def queued_count(conn: DbConnection, model: str, *, cap: int) -> int:
-    """How many jobs of `model` are queued, counting no further than `cap`."""
+    """How many jobs of `model` are queued, counting no further than `cap`. Submits to
+    one model take turns from here to commit, so concurrent submits cannot all see
+    room for one more job and overfill the queue."""
+    lock = dialect.take_turns(conn, f"queue:{model}")
+    if lock is not None:
+        await conn.execute(lock)
     result = await conn.execute(_QUEUED_COUNT, {"model": model, "cap": cap})
     return int(result.scalar_one())
 

@@ -82,7 +82,7 @@ async def claim_jobs(
     """Claim up to `limit` runnable jobs of `model`, in run order, never letting more
     than `fleet_limit` jobs of the model run at once across all workers."""
     if fleet_limit is not None:
-        lock = dialect.serialize_claims(conn, model)
+        lock = dialect.take_turns(conn, f"claim:{model}")
         if lock is not None:
             await conn.execute(lock)
         running = await conn.execute(
@@ -108,17 +108,33 @@ async def claim_jobs(
 
 _RENEW = (
     update(jobs)
-    .where(jobs.c.worker_id == bindparam("r_worker_id"), jobs.c.status == RUNNING)
+    .where(
+        jobs.c.id.in_(bindparam("r_ids", expanding=True)),
+        jobs.c.worker_id == bindparam("r_worker_id"),
+        jobs.c.status == RUNNING,
+    )
     .values(lease_expires_at=bindparam("r_expires_at", type_=UTCDateTime()))
     .returning(jobs.c.id, jobs.c.lease_token)
 )
 
 
 async def renew_leases(
-    conn: DbConnection, *, worker_id: str, lease_ttl: timedelta, now: datetime
+    conn: DbConnection,
+    *,
+    worker_id: str,
+    job_ids: Sequence[uuid.UUID],
+    lease_ttl: timedelta,
+    now: datetime,
 ) -> list[tuple[uuid.UUID, int]]:
-    """Extend every lease this worker holds; returns the (id, token) pairs still held."""
-    result = await conn.execute(_RENEW, {"r_worker_id": worker_id, "r_expires_at": now + lease_ttl})
+    """Extend the leases of the jobs this worker is running; returns the (id, token)
+    pairs still held. Only jobs it really runs: a job whose run ended without its
+    outcome recorded (the database was down) must be left to lapse and be rescued."""
+    if not job_ids:
+        return []
+    result = await conn.execute(
+        _RENEW,
+        {"r_ids": list(job_ids), "r_worker_id": worker_id, "r_expires_at": now + lease_ttl},
+    )
     return [(row.id, row.lease_token) for row in result.all()]
 
 

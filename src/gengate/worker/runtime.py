@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import socket
@@ -256,6 +257,11 @@ class WorkerRuntime:
 
     async def _succeeded(self, run: Run, result: GenerationResult) -> str:
         ctx, row = run.ctx, run.row
+        if not (math.isfinite(result.units) and result.units >= 0):
+            ctx.logger.error("the provider reported unusable units: %r", result.units)
+            return await self._failed(
+                run, GenerationError("The model reported an unusable amount of work.")
+            )
         now = self.gw.clock()
         target = JobStatus.PARTIAL if result.partial else JobStatus.SUCCEEDED
         stored = [
@@ -433,7 +439,11 @@ class WorkerRuntime:
         before = dict(self._runs)
         async with self.gw.db.transaction() as conn:
             held = await queue_store.renew_leases(
-                conn, worker_id=self.worker_id, lease_ttl=self.lease_ttl, now=self.gw.clock()
+                conn,
+                worker_id=self.worker_id,
+                job_ids=list(before),
+                lease_ttl=self.lease_ttl,
+                now=self.gw.clock(),
             )
         tokens = dict(held)
         lost = [

@@ -12,6 +12,8 @@ from gengate.api.schemas import documented
 from gengate.domain.errors import Forbidden, NotFound
 
 router = APIRouter(tags=["files"])
+# Outputs are images, video, audio or 3D models, served with their own media type.
+FILE_CONTENT = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 
 
 @router.get(
@@ -19,11 +21,8 @@ router = APIRouter(tags=["files"])
     summary="Download an output file",
     response_model=None,
     responses={
-        200: {"description": "The file", "content": {"application/octet-stream": {}}},
-        206: {
-            "description": "Part of the file (Range)",
-            "content": {"application/octet-stream": {}},
-        },
+        200: {"description": "The file, with its own media type", "content": FILE_CONTENT},
+        206: {"description": "Part of the file (Range)", "content": FILE_CONTENT},
         **documented(400, 403, 404, 500),
     },
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
@@ -110,7 +110,10 @@ def _aware(moment: datetime | None) -> datetime | None:
         return None
     if moment.tzinfo is None:
         raise InvalidRequest("Timestamps need a time zone (e.g. 2026-01-01T00:00:00Z).")
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest("The timestamp is out of range.") from None
 
 
 async def _cancel(id: str, request: Request, caller: Caller) -> Response:
