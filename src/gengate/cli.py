@@ -6,7 +6,9 @@ With `--json`, a command prints exactly one line of JSON on stdout; logs go to s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,7 +18,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 import uvicorn
+from sqlalchemy.exc import DBAPIError
 
+from gengate.cli_client import register as register_client_commands
 from gengate.config import Settings, load_settings
 from gengate.domain.errors import GengateError
 from gengate.logs import configure_logging
@@ -27,6 +31,7 @@ from gengate.store.migrate import upgrade_to_head
 from gengate.store.types import utcnow
 
 T = TypeVar("T")
+logger = logging.getLogger("gengate.cli")
 
 app = typer.Typer(
     help="gengate: a gateway for asynchronous AI-generation jobs.", no_args_is_help=True
@@ -150,10 +155,17 @@ def worker(
 async def _run_worker(
     settings: Settings, wanted: list[str] | None, concurrency: int | None
 ) -> None:
+    from gengate.webhooks.delivery import DeliveryLoop
     from gengate.worker.maintenance import Maintenance
     from gengate.worker.runtime import WorkerRuntime
 
-    gw = await Gateway.open(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    gw = await _open_when_reachable(settings, stop)
+    if gw is None:
+        return
     try:
         selected = [gw.catalog.get(m) for m in wanted] if wanted else list(gw.catalog)
     except GengateError as exc:
@@ -162,18 +174,35 @@ async def _run_worker(
         raise typer.Exit(2) from None
     runtime = WorkerRuntime(gw, selected, concurrency=concurrency)
     maintenance = Maintenance(gw)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    deliveries = DeliveryLoop(gw) if settings.webhooks_deliver else None
     try:
         await runtime.start()
         maintenance.start()
+        if deliveries is not None:
+            deliveries.start()
         await stop.wait()
     finally:
         await runtime.stop()
+        if deliveries is not None:
+            await deliveries.stop()
         await maintenance.stop()
         await gw.close()
+
+
+async def _open_when_reachable(settings: Settings, stop: asyncio.Event) -> Gateway | None:
+    """Open the gateway, waiting out a database that cannot be reached yet: a worker
+    started while the database restarts keeps trying instead of exiting. None when
+    told to stop first."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            return await Gateway.open(settings)
+        except (OSError, DBAPIError) as exc:
+            logger.warning("database not reachable, retrying in %.1f s: %s", delay, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 10.0)
+    return None
 
 
 @app.command()
@@ -255,6 +284,30 @@ def accounts_credit(
     _emit(result, as_json, f"{account_id}: {result['credits']:.2f} credits")
 
 
+@accounts_app.command("rotate-webhook-secret")
+def accounts_rotate_webhook_secret(
+    account_id: str,
+    as_json: JsonOption = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Give an account a new webhook secret; the old one keeps signing webhooks too for
+    `webhooks_secret_overlap_s` (a second `v1,` signature)."""
+    settings = _settings(config, data_dir)
+    result = _run_db(
+        settings,
+        lambda db: account_service.rotate_webhook_secret(
+            db, account_id, utcnow(), overlap_s=settings.webhooks_secret_overlap_s
+        ),
+    )
+    _emit(
+        result,
+        as_json,
+        f"webhook secret {result['webhook_secret']}\n"
+        f"the previous secret also signs until {result['previous_secret_expires_at']}",
+    )
+
+
 # -- keys -----------------------------------------------------------------------------------
 
 
@@ -302,6 +355,9 @@ def keys_revoke(
     settings = _settings(config, data_dir)
     _run_db(settings, lambda db: account_service.revoke_key(db, key_id, utcnow()))
     _emit({"key_id": key_id, "revoked": True}, as_json, f"revoked {key_id}")
+
+
+register_client_commands(app)  # submit, jobs, wait: the API user's commands
 
 
 def main() -> None:

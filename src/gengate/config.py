@@ -10,9 +10,9 @@ import os
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +23,12 @@ from pydantic_settings import (
 DEFAULT_CONFIG_FILE = Path("gengate.toml")
 _RATE = re.compile(r"^\s*([1-9]\d*)\s*/\s*(second|minute|hour)\s*$")
 _PERIOD_S = {"second": 1, "minute": 60, "hour": 3600}
+#: Delays before each webhook attempt (Standard Webhooks guidance): at once, 5 s, 5 min,
+#: 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
+DEFAULT_WEBHOOK_SCHEDULE_S: tuple[float, ...] = (
+    *(0, 5, 300, 1800, 7200),
+    *(18_000, 36_000, 50_400, 72_000, 86_400),
+)
 
 
 class ModelConfig(BaseModel):
@@ -70,6 +76,32 @@ def parse_rate_limit(text: str) -> RateLimit | None:
     return RateLimit(limit=int(match.group(1)), period_s=_PERIOD_S[match.group(2)])
 
 
+#: SigV4 presigned URLs live at most 7 days, and link expiries are rounded up to the hour.
+S3_MAX_LINK_TTL_S = 7 * 86_400 - 3_600
+
+
+class StorageConfig(BaseModel):
+    """Where output and upload files live: `local` (the data dir's `files/` folder,
+    served by gengate) or `s3` (an S3-compatible bucket, serving presigned links)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "s3"] = "local"
+    bucket: str | None = Field(None, min_length=1, max_length=255)
+    prefix: str = Field("", max_length=200, description="a folder inside the bucket")
+    endpoint_url: str | None = Field(None, description="for S3-compatible services, not AWS")
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    addressing_style: Literal["auto", "virtual", "path"] = "auto"
+
+    @model_validator(mode="after")
+    def _bucket_for_s3(self) -> StorageConfig:
+        if self.backend == "s3" and not self.bucket:
+            raise ValueError("storage.bucket is required when storage.backend is 's3'")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GENGATE_",
@@ -86,10 +118,21 @@ class Settings(BaseSettings):
 
     rate_limit: str = "1200/minute"
     webhooks_allow_private: bool = False
+    webhooks_deliver: bool = Field(True, description="run the webhook delivery loop here")
+    webhooks_timeout_s: float = Field(10.0, gt=0, le=300)
+    webhooks_concurrency: int = Field(32, ge=1, le=1000)
+    webhooks_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_SCHEDULE_S), min_length=1, max_length=50
+    )
+    webhooks_jitter: float = Field(0.1, ge=0, le=1)
+    webhooks_secret_overlap_s: float = Field(86_400.0, ge=0)
     max_body_bytes: int = 4 * 1024 * 1024
 
     link_ttl_s: int = Field(86_400, ge=60)
     retention_days: float = Field(7.0, gt=0)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    upload_ttl_s: int = Field(86_400, ge=60, description="uploads are deleted after this long")
     job_retention_days: float = Field(
         30.0, gt=0, description="finished job records are deleted after this long"
     )
@@ -113,6 +156,22 @@ class Settings(BaseSettings):
     def _valid_rate_limit(cls, value: str) -> str:
         parse_rate_limit(value)
         return value
+
+    @field_validator("webhooks_retry_schedule_s")
+    @classmethod
+    def _valid_webhook_schedule(cls, value: list[float]) -> list[float]:
+        if any(delay < 0 or delay > 30 * 86_400 for delay in value):
+            raise ValueError("webhook retry delays must be between 0 and 30 days")
+        return value
+
+    @model_validator(mode="after")
+    def _links_fit_the_storage(self) -> Settings:
+        if self.storage.backend == "s3" and self.link_ttl_s > S3_MAX_LINK_TTL_S:
+            raise ValueError(
+                f"link_ttl_s is at most {S3_MAX_LINK_TTL_S} with the s3 storage backend "
+                "(presigned URLs live at most 7 days)"
+            )
+        return self
 
     @property
     def rate_limit_policy(self) -> RateLimit | None:

@@ -31,3 +31,19 @@ def account(server: ServerProcess) -> dict[str, str]:
 @pytest.fixture
 def fresh_server_path(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One default-config server for the whole session, for modules whose tests only
+    read and write their own accounts' data (each test makes a fresh account), so
+    they need not pay for a server start each. A module opts in by overriding
+    `server` with it; nothing may restart or reconfigure it."""
+    process = start_server(
+        tmp_path_factory.mktemp("shared-server"),
+        models={"echo": {"sync_window_s": 5, "params": {"max_latency_ms": 20000}}},
+    )
+    try:
+        yield process
+    finally:
+        process.stop()

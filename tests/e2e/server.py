@@ -154,9 +154,35 @@ class ServerProcess:
             "webhook_secret": created.webhook_secret,
         }
 
+    def create_key(self, account_id: str) -> dict[str, str]:
+        """Another API key for an account, written straight into the server's database."""
+
+        async def create() -> account_service.CreatedKey:
+            settings = load_settings(self.config_path, data_dir=self.data_dir)
+            db = Database(settings.resolved_database_url)
+            try:
+                return await account_service.create_key(db, account_id, utcnow())
+            finally:
+                await db.dispose()
+
+        created = asyncio.run(create())
+        return {"key_id": created.key_id, "api_key": created.api_key}
+
     def client(self, api_key: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def cli(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """`gengate ARGS --data-dir … --config …` against this server's database."""
+        return run_cli(
+            *args,
+            "--data-dir",
+            str(self.data_dir),
+            "--config",
+            str(self.config_path),
+            cwd=self.data_dir.parent,
+            timeout_s=timeout_s,
+        )
 
 
 def start_server(
@@ -174,3 +200,62 @@ def start_server(
     server = ServerProcess(data_dir=data_dir, config_path=config_path, env=env or {})
     server.start(*args)
     return server
+
+
+# -- helpers for HTTP and CLI tests ---------------------------------------------------------
+
+ERROR_FIELDS = frozenset({"error", "message", "details", "request_id"})
+TERMINAL_STATUSES = frozenset({"succeeded", "partial", "failed", "cancelled"})
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is an error in the one shape of SPEC §2, and its `X-Request-Id`
+    header names the same request as its body."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body, dict), body
+    assert set(body) == ERROR_FIELDS, body
+    assert body["error"] == code, body
+    assert isinstance(body["message"], str), body
+    assert body["message"], body
+    assert isinstance(body["details"], dict), body
+    assert body["request_id"].startswith("req_"), body
+    assert response.headers["x-request-id"] == body["request_id"]
+    return body
+
+
+def wait_for_job(
+    client: httpx.Client,
+    job_id: str,
+    *,
+    statuses: frozenset[str] | set[str] = TERMINAL_STATUSES,
+    timeout_s: float = 20.0,
+) -> dict[str, Any]:
+    """Poll `GET /v1/jobs/{id}` until the job reaches one of `statuses`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = client.get(f"/v1/jobs/{job_id}")
+        assert answer.status_code == 200, answer.text
+        job: dict[str, Any] = answer.json()
+        if job["status"] in statuses:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout_s} s")
+        time.sleep(0.05)
+
+
+def run_cli(
+    *args: str, cwd: Path, timeout_s: float = 60.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`gengate ARGS` as a real subprocess, with stdout and stderr captured apart."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("GENGATE_CONFIG", None)
+    return subprocess.run(
+        [*GENGATE, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )

@@ -211,7 +211,7 @@ def test_environment_tunes_one_field_of_a_file_model(
     [
         "colour = 'blue'\n",  # unknown top-level key
         "[models.echo]\nconcurency = 8\n",  # misspelt model key
-        "[storage]\nbucket = 'x'\n",  # unknown table
+        "[storage]\nbuckett = 'x'\n",  # unknown key in a known table
     ],
 )
 def test_unknown_keys_are_refused(text: str, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The FastAPI application factory. The lifespan opens the gateway and, in `serve`,
-starts the in-process workers and the maintenance sweeps."""
+starts the in-process workers, the maintenance sweeps and the webhook delivery loop."""
 
 from __future__ import annotations
 
@@ -11,11 +11,23 @@ from fastapi import FastAPI
 from gengate import __version__
 from gengate.api.errors import install_error_handlers
 from gengate.api.middleware import RequestContextMiddleware
+from gengate.api.openapi import install_openapi
 from gengate.api.ratelimit import RateLimiter
-from gengate.api.routes import account, files, health, jobs, models, submit
+from gengate.api.routes import (
+    account,
+    assets,
+    files,
+    health,
+    jobs,
+    models,
+    submit,
+    uploads,
+    webhooks,
+)
 from gengate.config import Settings
 from gengate.metrics import Metrics
 from gengate.services.gateway import Gateway
+from gengate.webhooks.delivery import DeliveryLoop
 from gengate.worker.maintenance import Maintenance
 from gengate.worker.runtime import WorkerRuntime
 
@@ -35,14 +47,19 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
         maintenance = Maintenance(gw)
         runtime = WorkerRuntime(gw, list(gw.catalog)) if run_workers else None
         app.state.worker_runtime = runtime
+        deliveries = DeliveryLoop(gw) if settings.webhooks_deliver else None
         try:
             if runtime is not None:
                 await runtime.start()
             maintenance.start()
+            if deliveries is not None:
+                deliveries.start()
             yield
         finally:
             if runtime is not None:
                 await runtime.stop()
+            if deliveries is not None:
+                await deliveries.stop()
             await maintenance.stop()
             await gw.close()
 
@@ -59,13 +76,16 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     app.state.expects_workers = run_workers
     app.state.worker_runtime = None
     install_error_handlers(app)
+    install_openapi(app)
     # The most frequent requests (polling a job) first: routes are matched in order.
-    for module in (jobs, submit, models, account, files, health):
+    for module in (jobs, submit, models, account, files, assets, uploads, health, webhooks):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         access_log=settings.access_log,
+        # Multipart uploads carry a file of up to max_upload_bytes plus the form framing.
+        body_limits={"/v1/uploads": settings.max_upload_bytes + 65_536},
     )
     return app

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from gengate.api.responses import json_response
-from gengate.domain.errors import GengateError
+from gengate.domain.errors import GengateError, Unauthorized
 
 STATUS_CODES = {
     400: "invalid_request",
@@ -53,9 +53,13 @@ def error_response(
 
 async def _gengate_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GengateError)
-    return error_response(
+    response = error_response(
         request_id_of(request), exc.http_status, exc.code, exc.message, exc.details, exc.retry_after
     )
+    if isinstance(exc, Unauthorized):
+        # RFC 9110 §11.6.1: a 401 names the scheme that would work.
+        response.headers["WWW-Authenticate"] = 'Bearer realm="gengate"'
+    return response
 
 
 def _describe(error: dict[str, Any]) -> dict[str, Any]:

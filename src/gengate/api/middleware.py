@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,12 +36,20 @@ def _declared_length(scope: Scope) -> int:
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, access_log: bool
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_body_bytes: int,
+        access_log: bool,
+        body_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
+        # Paths that take bigger bodies than the default (uploads).
+        self.body_limits = dict(body_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,25 +73,24 @@ class RequestContextMiddleware:
             await send(message)
 
         received = 0
+        limit = self.body_limits.get(scope["path"], self.max_body_bytes)
 
         async def receive_limited() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_body_bytes:
+            if received > limit:
                 raise BodyTooLarge()
             return message
 
         try:
-            if _declared_length(scope) > self.max_body_bytes:
+            if _declared_length(scope) > limit:
                 raise BodyTooLarge()
             await self.app(scope, receive_limited, send_with_headers)
         except BodyTooLarge:
             if not sent:
-                message = f"The request body is larger than {self.max_body_bytes} bytes."
-                body = error_body(
-                    "invalid_request", message, {"max_body_bytes": self.max_body_bytes}, request_id
-                )
+                message = f"The request body is larger than {limit} bytes."
+                body = error_body("invalid_request", message, {"max_body_bytes": limit}, request_id)
                 await json_response(body, 400)(scope, receive, send_with_headers)
         except Exception:
             error_logger.exception(

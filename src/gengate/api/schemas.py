@@ -120,7 +120,8 @@ class JobError(BaseModel):
 
 class WebhookState(BaseModel):
     url: str
-    status: Literal["pending", "delivered", "failed"]
+    # skipped: the job's webhook_events leave out its terminal event, so nothing is sent.
+    status: Literal["pending", "delivered", "failed", "skipped"]
     attempts: int
 
 
@@ -182,6 +183,52 @@ class LedgerPage(BaseModel):
     cursor: str | None
 
 
+class Asset(BaseModel):
+    """An output file of a job. `expires_at` is when the retention sweep deletes the
+    file; `url_expires_at` is when this link stops working."""
+
+    object: Literal["asset"]
+    id: str = Field(pattern=r"^out_[0-9a-f]{32}$")
+    job_id: str
+    model: str
+    modality: str
+    position: int
+    url: str | None
+    url_expires_at: datetime | None
+    content_type: str
+    bytes: int
+    width: int | None
+    height: int | None
+    duration_sec: float | None
+    tags: list[Tag]
+    created_at: datetime
+    expires_at: datetime
+    expired: bool
+    deleted_at: datetime | None
+
+
+class AssetList(BaseModel):
+    assets: list[Asset]
+    has_more: bool
+    cursor: str | None
+
+
+class Upload(BaseModel):
+    """An input file. `expires_at` is when it is deleted; `url_expires_at` is when
+    this link stops working."""
+
+    object: Literal["upload"]
+    id: str = Field(pattern=r"^upl_[0-9a-f]{32}$")
+    url: str | None
+    url_expires_at: datetime | None
+    content_type: Literal["image/png", "image/jpeg", "image/webp", "audio/wav", "audio/mpeg"]
+    bytes: int
+    filename: str | None
+    created_at: datetime
+    expires_at: datetime
+    expired: bool
+
+
 class Pricing(BaseModel):
     unit: str
     credits_per_unit: float
@@ -208,6 +255,24 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready"]
     checks: dict[str, bool]
+
+
+class WebhookDelivery(BaseModel):
+    """One attempt to deliver a job's webhook."""
+
+    id: str = Field(pattern=r"^whd_[0-9a-f]{32}$")
+    webhook_id: str = Field(description="the `webhook-id` header: the same on every attempt")
+    event_type: WebhookEventType
+    attempt: int = Field(ge=1, description="the `gengate-webhook-attempt` header")
+    status_code: int | None = Field(description="null when no answer arrived")
+    error: str | None = Field(description="null for a 2xx answer; else why it failed")
+    latency_ms: int | None
+    response_body: str | None = Field(description="the first 1,024 bytes of the answer")
+    created_at: datetime
+
+
+class WebhookDeliveryList(BaseModel):
+    deliveries: list[WebhookDelivery]
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:

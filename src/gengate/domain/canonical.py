@@ -61,3 +61,6 @@ def _check_text(text: str, where: str) -> None:
         text.encode()
     except UnicodeEncodeError:
         raise ValueError(f"{where}: text that is not valid Unicode") from None
+    if "\x00" in text:
+        # PostgreSQL's jsonb cannot hold U+0000.
+        raise ValueError(f"{where}: text with a NUL character")

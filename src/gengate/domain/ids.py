@@ -15,7 +15,7 @@ import uuid_utils
 _UUID_TEXT = re.compile(
     r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
-PREFIXES = ("job", "acct", "key", "out", "whd", "led", "upl")
+PREFIXES = ("job", "acct", "key", "out", "whd", "led", "upl", "msg")
 
 
 def new_uuid() -> uuid.UUID:

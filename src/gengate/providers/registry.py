@@ -22,13 +22,25 @@ from gengate.domain.money import Price
 from gengate.providers.base import Provider
 from gengate.providers.echo import EchoProvider
 from gengate.providers.local_image import LocalImageProvider
+from gengate.providers.local_music import LocalMusicProvider
+from gengate.providers.local_video import LocalVideoProvider
+from gengate.providers.local_voice import LocalVoiceProvider
 
 BUILTIN_PROVIDERS: dict[str, type[Provider]] = {
     "echo": EchoProvider,
     "local-image": LocalImageProvider,
+    "local-video": LocalVideoProvider,
+    "local-music": LocalMusicProvider,
+    "local-voice": LocalVoiceProvider,
 }
 # Built-in models: model id → provider name.
-BUILTIN_MODELS = {"echo": "echo", "local-image": "local-image"}
+BUILTIN_MODELS = {
+    "echo": "echo",
+    "local-image": "local-image",
+    "local-video": "local-video",
+    "local-music": "local-music",
+    "local-voice": "local-voice",
+}
 # The model a modality endpoint uses when the body names none.
 DEFAULT_MODEL_BY_MODALITY = {
     "image": "local-image",

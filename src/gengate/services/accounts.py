@@ -7,7 +7,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -153,6 +153,27 @@ async def credit_account(
     if row is None:
         raise InvalidRequest("A debit cannot take the balance below what is reserved.")
     return _balances(account_id, row.balance_micro, row.reserved_micro)
+
+
+async def rotate_webhook_secret(
+    db: Database, account_id: str, now: datetime, *, overlap_s: float
+) -> dict[str, Any]:
+    """Give the account a new webhook secret. Webhooks are signed with the old one too
+    (a second `v1,` signature) for `overlap_s`, so receivers can switch without loss."""
+    account_uuid = _account_uuid(account_id)
+    secret = new_webhook_secret()
+    previous_expires_at = now + timedelta(seconds=overlap_s)
+    async with db.transaction() as conn:
+        row = await account_store.rotate_webhook_secret(
+            conn, account_uuid, new_secret=secret, previous_expires_at=previous_expires_at
+        )
+    if row is None:
+        raise NotFound(f"No account {account_id!r}.")
+    return {
+        "account_id": format_id("acct", account_uuid),
+        "webhook_secret": secret,
+        "previous_secret_expires_at": iso(previous_expires_at),
+    }
 
 
 def _balances(account_id: str, balance: int, reserved: int) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from gengate.metrics import Metrics
 from gengate.outbound.address_guard import Resolver, system_resolver
 from gengate.providers.registry import ModelCatalog, build_catalog
 from gengate.services.notifications import Notifier
+from gengate.storage.backends import open_blob_store
 from gengate.storage.base import BlobStore
-from gengate.storage.local import LocalBlobStore
 from gengate.storage.signing import LinkSigner, new_secret_key
 from gengate.store import system
 from gengate.store.database import Database
@@ -46,12 +46,13 @@ class Gateway:
         try:
             if migrate:
                 await upgrade_to_head(db)
-            signer = LinkSigner(await load_secret_key(db, settings))
+            storage = open_blob_store(settings)
+            signer = LinkSigner(await load_secret_key(db, settings), presigner=storage)
             gateway = cls(
                 settings=settings,
                 db=db,
                 catalog=build_catalog(settings),
-                storage=LocalBlobStore(settings.files_dir),
+                storage=storage,
                 signer=signer,
                 metrics=metrics or Metrics(),
             )

@@ -18,6 +18,7 @@ from typing import Any
 from gengate.domain.ids import format_id
 from gengate.domain.scheduling import retry_backoff_s
 from gengate.domain.states import JobStatus
+from gengate.services import webhooks
 from gengate.services.gateway import Gateway
 from gengate.services.notifications import JobChange
 from gengate.store import jobs as job_store
@@ -48,7 +49,8 @@ async def complete_job(
 ) -> JobRow | None:
     """Make a job terminal and settle its money, in the caller's transaction.
 
-    Only succeeded and partial jobs are charged, at most their reservation.
+    Only succeeded and partial jobs are charged, at most their reservation. A job with a
+    `webhook_url` gets its webhook message in the same transaction.
     Returns None when the job was not in a state (or lease) that allows this.
     """
     if not target.is_terminal:
@@ -91,7 +93,8 @@ async def complete_job(
         charge_micro=row.cost_micro,
         now=now,
     )
-    return row
+    # The webhook's outbox message commits with the status change, or not at all.
+    return await webhooks.queue_event(conn, row, now=now)
 
 
 async def requeue_job(

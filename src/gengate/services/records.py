@@ -21,7 +21,8 @@ def iso(moment: datetime | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class LinkBuilder:
-    """Absolute, signed links to output files, all expiring at the same hour."""
+    """Absolute links to stored files, all expiring at the same hour: our signed
+    `/v1/files` links, or the storage backend's presigned URLs (S3)."""
 
     signer: LinkSigner
     base_url: str
@@ -34,7 +35,7 @@ class LinkBuilder:
         return cls(signer, base_url.rstrip("/"), expiry_for(now, lifetime_s))
 
     def url(self, storage_key: str) -> str:
-        return self.base_url + self.signer.path(storage_key, self.expires)
+        return self.signer.url(self.base_url, storage_key, self.expires)
 
 
 def render_outputs(stored: list[dict[str, Any]], links: LinkBuilder) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Files in a local folder (the data dir), written atomically off the event loop."""
+"""Files in a local folder (the data dir), written atomically off the event loop.
+gengate serves them itself at `/v1/files/{key}` behind HMAC-signed links."""
 
 from __future__ import annotations
 
@@ -32,7 +33,15 @@ class LocalBlobStore:
         path = self.root / key
         return path if path.is_file() else None
 
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
+    def presigned_url(self, key: str, expires: int) -> str | None:
+        return None
+
+    def presigned_key(self, url: str) -> tuple[str, int] | None:
+        return None
+
+    async def put(
+        self, key: str, data: bytes, content_type: str, *, filename: str | None = None
+    ) -> None:
         await anyio.to_thread.run_sync(self._write, self._path(key), data)
 
     @staticmethod
@@ -41,6 +50,18 @@ class LocalBlobStore:
         partial = path.with_name(f".{path.name}.{os.getpid()}.part")
         partial.write_bytes(data)
         os.replace(partial, path)
+
+    async def read(self, key: str) -> bytes | None:
+        if not is_safe_key(key):
+            return None
+        return await anyio.to_thread.run_sync(self._read, self.root / key)
+
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
 
     async def delete(self, key: str) -> None:
         await anyio.to_thread.run_sync(self._unlink, self._path(key))

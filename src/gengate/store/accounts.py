@@ -95,3 +95,45 @@ async def set_webhook_secret(conn: DbConnection, account_id: uuid.UUID, secret: 
         .returning(accounts.c.id)
     )
     return result.first() is not None
+
+
+async def rotate_webhook_secret(
+    conn: DbConnection,
+    account_id: uuid.UUID,
+    *,
+    new_secret: str,
+    previous_expires_at: datetime,
+) -> AnyRow | None:
+    """Make `new_secret` current and keep the current one, as the previous secret, until
+    `previous_expires_at`. None when no such account exists."""
+    result = await conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(
+            previous_webhook_secret=accounts.c.webhook_secret,
+            previous_webhook_secret_expires_at=previous_expires_at,
+            webhook_secret=new_secret,
+        )
+        .returning(*accounts.c)
+    )
+    return result.first()
+
+
+_WEBHOOK_SECRETS = select(
+    accounts.c.webhook_secret,
+    accounts.c.previous_webhook_secret,
+    accounts.c.previous_webhook_secret_expires_at,
+).where(accounts.c.id == bindparam("p_account_id"))
+
+
+async def webhook_secrets(conn: DbConnection, account_id: uuid.UUID, *, now: datetime) -> list[str]:
+    """The secrets to sign an account's webhooks with: the current one first, then the
+    previous one while its overlap window lasts."""
+    row = (await conn.execute(_WEBHOOK_SECRETS, {"p_account_id": account_id})).first()
+    if row is None:
+        return []
+    secrets = [row.webhook_secret]
+    expires = row.previous_webhook_secret_expires_at
+    if row.previous_webhook_secret is not None and expires is not None and expires > now:
+        secrets.append(row.previous_webhook_secret)
+    return secrets

@@ -254,8 +254,14 @@ class Database:
     def _migrate_sqlite(self, fn: Callable[[Connection], None]) -> None:
         assert self._sqlite_writer is not None
         with self._sqlite_writer.connect() as connection:
-            fn(connection)
-            connection.commit()
+            # A migration that rebuilds a table (SQLite's way to alter one) must not
+            # cascade deletes into the rows that point at it (Alembic's advice).
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            try:
+                fn(connection)
+                connection.commit()
+            finally:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
     def _sqlite_write_connection(self) -> Connection:
         if self._write_connection is None:

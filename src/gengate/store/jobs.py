@@ -16,6 +16,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    exists,
     func,
     insert,
     or_,
@@ -306,8 +307,8 @@ _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
 
 async def prune_finished(conn: DbConnection, *, completed_before: datetime, limit: int) -> int:
     """Delete up to `limit` terminal jobs finished before `completed_before` (oldest
-    first, walking the time-ordered primary key) with their output rows. Ledger
-    entries stay: the ledger is append-only and keeps the job id."""
+    first, walking the time-ordered primary key) whose files are already deleted, with
+    their output rows. Ledger entries stay: the ledger is append-only and keeps the id."""
     doomed = (
         await conn.execute(
             select(jobs.c.id)
@@ -315,6 +316,8 @@ async def prune_finished(conn: DbConnection, *, completed_before: datetime, limi
                 jobs.c.id < uuid7_floor(completed_before),
                 jobs.c.status.in_(_TERMINAL),
                 jobs.c.completed_at < completed_before,
+                # Files go first (the janitor): a job whose files live on is kept.
+                ~exists().where(outputs.c.job_id == jobs.c.id, outputs.c.deleted_at.is_(None)),
             )
             .order_by(jobs.c.id)
             .limit(limit)

@@ -44,6 +44,9 @@ accounts = Table(
     Column("reserved_micro", BigInteger, nullable=False, server_default=text("0")),
     Column("webhook_secret", String(100), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # After a rotation, webhooks are signed with the old secret too until this expires.
+    Column("previous_webhook_secret", String(100), nullable=True),
+    Column("previous_webhook_secret_expires_at", UTCDateTime, nullable=True),
 )
 
 api_keys = Table(
@@ -212,6 +215,80 @@ outputs = Table(
         sqlite_where=text("deleted_at IS NULL"),
         postgresql_where=text("deleted_at IS NULL"),
     ),
+    # File downloads find the output (content type, file name) by its key.
+    Index("ix_outputs_storage_key", "storage_key"),
+)
+
+# Input files uploaded by an account (`POST /v1/uploads`), deleted after `upload_ttl_s`.
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("account_id", Uuid, ForeignKey("accounts.id"), nullable=False),
+    Column("storage_key", String(500), nullable=False, unique=True),
+    Column("content_type", String(100), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("filename", String(255), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime, nullable=True),
+    Index("ix_uploads_account_id_id", "account_id", "id"),
+    Index(
+        "ix_uploads_retention",
+        "expires_at",
+        sqlite_where=text("deleted_at IS NULL"),
+        postgresql_where=text("deleted_at IS NULL"),
+    ),
+)
+
+# The webhook outbox: one message per job event, written in the job's terminal
+# transaction; its id is the `webhook-id` every attempt carries. Deleting a job deletes
+# its message and attempts (the job-retention sweep).
+webhook_messages = Table(
+    "webhook_messages",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("job_id", Uuid, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("account_id", Uuid, ForeignKey("accounts.id"), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("schedule_step", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_token", BigInteger, nullable=False, server_default=text("0")),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # One event per job: the job's terminal transition happens once.
+    Index("uq_webhook_messages_job_id", "job_id", unique=True),
+    # The delivery loop's claim: pending messages by due time.
+    Index(
+        "ix_webhook_messages_due",
+        "next_attempt_at",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+)
+
+# The audit trail: one row per HTTP attempt of a message.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column(
+        "message_id",
+        Uuid,
+        ForeignKey("webhook_messages.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("latency_ms", Integer, nullable=True),
+    Column("response_body", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_webhook_deliveries_message_id_id", "message_id", "id"),
 )
 
 __all__ = [
@@ -224,4 +301,7 @@ __all__ = [
     "metadata",
     "outputs",
     "system_settings",
+    "uploads",
+    "webhook_deliveries",
+    "webhook_messages",
 ]

@@ -121,7 +121,9 @@ class JobContext:
         ).lstrip(".")
         index = len(self.outputs)
         key = f"{self._row.id.hex}/{self.attempt}-{index}.{extension}"
-        await self._gw.storage.put(key, data, content_type)
+        # The name a download is saved under (S3 keeps it with the object).
+        filename = f"{self.job_id}-{index}.{extension}"
+        await self._gw.storage.put(key, data, content_type, filename=filename)
         saved = SavedOutput(
             output_id=format_id("out", new_uuid()),
             storage_key=key,

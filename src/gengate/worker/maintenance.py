@@ -1,7 +1,7 @@
 """Periodic sweeps: rescue lapsed leases, expire old queued jobs, apply Cancel-After,
-purge spent idempotency keys, prune finished jobs past their retention. Safe to run
-in several processes at once: every change is a guarded UPDATE, so two sweepers
-never both apply one."""
+purge spent idempotency keys, prune finished jobs past their retention, delete output
+and upload files past theirs (the janitor). Safe to run in several processes at once:
+every change is a guarded UPDATE, so two sweepers never both apply one."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import random
 import time
 from datetime import timedelta
 
-from gengate.services import lifecycle
+from gengate.services import assets, lifecycle, uploads
 from gengate.services.gateway import Gateway
 from gengate.store import idempotency
 from gengate.store import jobs as job_store
@@ -44,11 +44,28 @@ class Maintenance:
             pass
         while await lifecycle.expire_queued(self.gw) >= lifecycle.SWEEP_BATCH:
             pass
+        await self.delete_expired_files()
         if time.monotonic() - self._last_purge > PURGE_INTERVAL_S:
             self._last_purge = time.monotonic()
             async with self.gw.db.transaction() as conn:
                 await idempotency.purge_expired(conn, now=self.gw.clock())
             await self.prune_finished_jobs()
+
+    async def delete_expired_files(self) -> int:
+        """The janitor: delete output files past their retention (their jobs' records
+        then show them expired) and uploads past `upload_ttl_s`, a batch at a time."""
+        deleted = 0
+        sweeps = (
+            (assets.expire_outputs, assets.SWEEP_BATCH),
+            (uploads.expire_uploads, uploads.SWEEP_BATCH),
+        )
+        for expire, full_batch in sweeps:
+            while True:
+                batch = await expire(self.gw)
+                deleted += batch
+                if batch < full_batch:
+                    break
+        return deleted
 
     async def prune_finished_jobs(self) -> int:
         """Delete finished job records past `job_retention_days`, in small batches so

@@ -21,6 +21,13 @@ from gengate.store.jobs import JobFilters
 router = APIRouter(tags=["jobs"])
 
 
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """`If-None-Match` uses the weak comparison (RFC 9110 §13.1.2): `W/` is ignored,
+    and `*` matches any current representation."""
+    wanted = {candidate.strip().removeprefix("W/") for candidate in if_none_match.split(",")}
+    return "*" in wanted or etag.removeprefix("W/") in wanted
+
+
 def _parse_tags(values: list[str]) -> tuple[tuple[str, str], ...]:
     pairs = []
     for value in values:
@@ -57,7 +64,7 @@ async def get_job(
     hint = job_service.retry_after_hint(row)
     if hint is not None:
         headers["Retry-After"] = str(hint)
-    if if_none_match is not None and tag in {t.strip() for t in if_none_match.split(",")}:
+    if if_none_match is not None and etag_matches(if_none_match, tag):
         return Response(status_code=304, headers=headers)
     position = await job_service.queue_position(gw, row)
     return json_response(render_job(row, links, queue_position=position), headers=headers)

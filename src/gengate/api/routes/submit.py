@@ -109,7 +109,7 @@ async def run_model(
         asked = _prefer_wait(prefer)
         if asked is not None:
             wait_s = min(wait_s, asked)
-            headers["Preference-Applied"] = f"wait={int(asked)}"
+            headers["Preference-Applied"] = f"wait={int(wait_s)}"
     envelope = body.model_dump(mode="json")
     submit = SubmitRequest(
         model_id=model,
