@@ -60,9 +60,14 @@ async def all_pages(gw: Gateway, caller: Caller, *, limit: int, **filters: Any) 
 
 
 async def tick(after: datetime) -> datetime:
-    """Let the clock move a few milliseconds past `after`; the new time."""
+    """Let the clock move a few milliseconds past `after`; a cut between the jobs before
+    and after it. Jobs keep their creation time in whole milliseconds, so the cut lies
+    mid-millisecond and the clock moves on to the next millisecond before returning."""
     await asyncio.sleep(max(0.0, (after - utcnow()).total_seconds()) + 0.003)
-    return utcnow()
+    now = utcnow()
+    cut = now.replace(microsecond=now.microsecond // 1000 * 1000 + 500)
+    await asyncio.sleep(0.002)
+    return cut
 
 
 async def test_pages_are_newest_first_and_cover_every_job_once_under_inserts(

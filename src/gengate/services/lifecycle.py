@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,7 @@ from gengate.store import jobs as job_store
 from gengate.store import ledger
 from gengate.store import queue as queue_store
 from gengate.store.database import DbConnection
-from gengate.store.jobs import JobRow
+from gengate.store.jobs import Finish, JobRow
 
 logger = logging.getLogger("gengate.jobs")
 SWEEP_BATCH = 100
@@ -95,6 +95,32 @@ async def complete_job(
     )
     # The webhook's outbox message commits with the status change, or not at all.
     return await webhooks.queue_event(conn, row, now=now)
+
+
+async def complete_runs(
+    conn: DbConnection, finishes: Sequence[Finish], *, now: datetime
+) -> list[JobRow]:
+    """Record runs that produced their outputs, in the caller's transaction: each job
+    terminal under its own lease, charged (at most its reservation), its webhook message
+    queued — many jobs at once. Returns the jobs whose lease still held."""
+    rows = await job_store.finish_running(conn, finishes, now=now)
+    asked = {finish.job_id: finish.charge_micro for finish in finishes}
+    for row in rows:
+        if asked[row.id] > row.cost_micro:
+            logger.warning(
+                "cost capped at the reservation",
+                extra={
+                    "job_id": format_id("job", row.id),
+                    "cost_micro": asked[row.id],
+                    "charged_micro": row.cost_micro,
+                },
+            )
+    await ledger.settle_many(
+        conn,
+        [(row.account_id, row.id, row.reserved_micro, row.cost_micro) for row in rows],
+        now=now,
+    )
+    return [await webhooks.queue_event(conn, row, now=now) for row in rows]
 
 
 async def requeue_job(

@@ -72,3 +72,46 @@ def has_tag(conn: DbConnection, tags_column: Any, key: str, value: str) -> Colum
             func.json_extract(each.c.value, "$.value") == value,
         )
     )
+
+
+def finish_running_statement(conn: DbConnection, jobs: Table) -> Any | None:
+    """PostgreSQL: one UPDATE that makes many running jobs terminal, each under its own
+    lease, from parallel arrays (`unnest` zips them). None elsewhere: SQLite writes in
+    this process without round trips, so one statement per job costs little there."""
+    if name(conn) != "postgresql":
+        return None
+    from sqlalchemy import BigInteger, String, Text, Uuid, bindparam, case, cast, update
+    from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+    def column(param: str, element: Any) -> Any:
+        return func.unnest(bindparam(param, type_=ARRAY(element)))
+
+    batch = select(
+        column("f_ids", Uuid()).label("id"),
+        column("f_tokens", BigInteger()).label("token"),
+        column("f_statuses", String()).label("status"),
+        column("f_charges", BigInteger()).label("charge"),
+        cast(column("f_results", Text()), JSONB).label("result"),
+    ).subquery("finished")
+    now = bindparam("f_now", type_=jobs.c.completed_at.type)
+    return (
+        update(jobs)
+        .where(
+            jobs.c.id == batch.c.id,
+            jobs.c.lease_token == batch.c.token,
+            jobs.c.status == "running",
+        )
+        .values(
+            status=batch.c.status,
+            cost_micro=func.least(batch.c.charge, jobs.c.reserved_micro),
+            result=batch.c.result,
+            error=None,
+            progress=case((batch.c.status == "succeeded", 100), else_=jobs.c.progress),
+            version=jobs.c.version + 1,
+            lease_expires_at=None,
+            worker_id=None,
+            completed_at=now,
+            updated_at=now,
+        )
+        .returning(*jobs.c)
+    )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -328,3 +329,66 @@ async def prune_finished(conn: DbConnection, *, completed_before: datetime, limi
         await conn.execute(delete(outputs).where(outputs.c.job_id.in_(ids)))
         await conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
     return len(ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """A run that produced its outputs: the job becomes `status` (succeeded or partial)
+    and is charged `charge_micro`, capped at its reservation."""
+
+    job_id: uuid.UUID
+    lease_token: int
+    status: JobStatus
+    charge_micro: int
+    result: dict[str, Any]
+
+
+_finish_statements: dict[str, Any] = {}
+
+
+async def finish_running(
+    conn: DbConnection, finishes: Sequence[Finish], *, now: datetime
+) -> list[JobRow]:
+    """Make running jobs terminal under their leases; the rows whose lease still held.
+
+    On PostgreSQL a batch is one statement (round trips dominate there); elsewhere one
+    guarded `transition` per job. Either way the same guard: status running, same token.
+    """
+    dialect_name = dialect.name(conn)
+    if dialect_name not in _finish_statements:
+        _finish_statements[dialect_name] = dialect.finish_running_statement(conn, jobs)
+    statement = _finish_statements[dialect_name]
+    if statement is None or len(finishes) == 1:
+        rows = []
+        for finish in finishes:
+            values: dict[str, Any] = {
+                "cost_micro": CAPPED_CHARGE,
+                "result": finish.result,
+                "error": None,
+            }
+            if finish.status is JobStatus.SUCCEEDED:
+                values["progress"] = 100
+            row = await transition(
+                conn,
+                finish.job_id,
+                finish.status,
+                now=now,
+                values=values,
+                lease_token=finish.lease_token,
+                params={"charge": finish.charge_micro},
+            )
+            if row is not None:
+                rows.append(row)
+        return rows
+    result = await conn.execute(
+        statement,
+        {
+            "f_ids": [f.job_id for f in finishes],
+            "f_tokens": [f.lease_token for f in finishes],
+            "f_statuses": [f.status.value for f in finishes],
+            "f_charges": [f.charge_micro for f in finishes],
+            "f_results": [orjson.dumps(f.result).decode() for f in finishes],
+            "f_now": now,
+        },
+    )
+    return list(result.all())

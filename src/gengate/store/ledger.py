@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import BigInteger, bindparam, insert, select, update
 
@@ -188,3 +189,70 @@ async def list_entries(
         query = query.where(ledger_entries.c.id < before)
     result = await conn.execute(query.order_by(ledger_entries.c.id.desc()).limit(limit))
     return result.all()
+
+
+async def settle_many(
+    conn: DbConnection,
+    settlements: Sequence[tuple[uuid.UUID, uuid.UUID, int, int]],
+    *,
+    now: datetime,
+) -> None:
+    """Settle many jobs at once: per account one guarded UPDATE with the totals, then
+    every job's release and charge entries in one INSERT. Entries carry the balances
+    as they were after each of them, in order. `settlements` holds
+    (account_id, job_id, release_micro, charge_micro)."""
+    by_account: dict[uuid.UUID, list[tuple[uuid.UUID, int, int]]] = {}
+    for account_id, job_id, release, charge in settlements:
+        if charge > release:
+            raise ValueError("a charge cannot exceed the reservation it settles")
+        by_account.setdefault(account_id, []).append((job_id, release, charge))
+    entries: list[dict[str, Any]] = []
+    for account_id, jobs_settled in by_account.items():
+        result = await conn.execute(
+            _SETTLE,
+            {
+                "p_account_id": account_id,
+                "p_release": sum(release for _, release, _ in jobs_settled),
+                "p_charge": sum(charge for _, _, charge in jobs_settled),
+            },
+        )
+        final = result.one()
+        # Walk back from the final balances to what each entry left behind.
+        balance, reserved = final.balance_micro, final.reserved_micro
+        account_entries: list[dict[str, Any]] = []
+        for job_id, release, charge in reversed(jobs_settled):
+            if charge:
+                account_entries.append(
+                    _entry(account_id, job_id, EntryKind.CHARGE, charge, balance, reserved, now)
+                )
+            balance += charge
+            account_entries.append(
+                _entry(account_id, job_id, EntryKind.RELEASE, release, balance, reserved, now)
+            )
+            reserved += release
+        entries.extend(reversed(account_entries))
+    for entry in entries:  # ids in entry order (time-ordered ids sort the ledger)
+        entry["id"] = new_uuid()
+    if entries:
+        await conn.execute(_INSERT_ENTRY, entries)
+
+
+def _entry(
+    account_id: uuid.UUID,
+    job_id: uuid.UUID,
+    kind: EntryKind,
+    amount: int,
+    balance_after: int,
+    reserved_after: int,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "job_id": job_id,
+        "kind": kind.value,
+        "amount_micro": amount,
+        "balance_after_micro": balance_after,
+        "reserved_after_micro": reserved_after,
+        "note": None,
+        "created_at": now,
+    }

@@ -35,9 +35,9 @@ from gengate.providers.registry import Model
 from gengate.services.gateway import Gateway
 from gengate.services.lifecycle import announce, complete_job, job_error, requeue_job
 from gengate.services.notifications import JobChange
-from gengate.store import outputs as output_store
 from gengate.store import queue as queue_store
-from gengate.store.jobs import JobRow
+from gengate.store.jobs import Finish, JobRow
+from gengate.worker.completions import CompletionRecorder
 from gengate.worker.context import JobContext
 
 logger = logging.getLogger("gengate.worker")
@@ -89,6 +89,7 @@ class WorkerRuntime:
         self._rng = random.Random()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._completions = CompletionRecorder(gw)
 
     @property
     def is_running(self) -> bool:
@@ -102,6 +103,7 @@ class WorkerRuntime:
 
     async def start(self) -> None:
         self.gw.notifier.add_listener(self._on_job_change)
+        self._completions.start()
         self._slot_freed = {m.id: asyncio.Event() for m in self.models}
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -134,6 +136,7 @@ class WorkerRuntime:
             self._interrupt(run, Interruption.SHUTDOWN)
         remaining = [run.task for run in self._runs.values() if run.task is not None]
         await asyncio.gather(*remaining, return_exceptions=True)
+        await self._completions.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -277,37 +280,31 @@ class WorkerRuntime:
             for o in ctx.outputs
         ]
         retention = timedelta(days=self.gw.settings.retention_days)
-        async with self.gw.db.transaction() as conn:
-            done = await complete_job(
-                conn,
-                row.id,
-                target,
-                now=now,
-                cost_micro=run.model.price.micro_for(result.units),
-                result={"outputs": stored},
-                lease_token=ctx.lease_token,
-            )
-            if done is not None:
-                await output_store.insert_outputs(
-                    conn,
-                    [
-                        {
-                            "id": uuid.UUID(o.output_id.removeprefix("out_")),
-                            "job_id": row.id,
-                            "account_id": row.account_id,
-                            "position": position,
-                            "storage_key": o.storage_key,
-                            "content_type": o.content_type,
-                            "bytes": o.bytes,
-                            "width": o.width,
-                            "height": o.height,
-                            "duration_sec": o.duration_sec,
-                            "created_at": now,
-                            "expires_at": now + retention,
-                        }
-                        for position, o in enumerate(ctx.outputs)
-                    ],
-                )
+        finish = Finish(
+            job_id=row.id,
+            lease_token=ctx.lease_token,
+            status=target,
+            charge_micro=max(0, run.model.price.micro_for(result.units)),
+            result={"outputs": stored},
+        )
+        output_rows = [
+            {
+                "id": uuid.UUID(o.output_id.removeprefix("out_")),
+                "job_id": row.id,
+                "account_id": row.account_id,
+                "position": position,
+                "storage_key": o.storage_key,
+                "content_type": o.content_type,
+                "bytes": o.bytes,
+                "width": o.width,
+                "height": o.height,
+                "duration_sec": o.duration_sec,
+                "created_at": now,
+                "expires_at": now + retention,
+            }
+            for position, o in enumerate(ctx.outputs)
+        ]
+        done = await self._completions.record(finish, output_rows)
         if done is None:
             # Our lease ended while we worked (cancelled or rescued): the result is void.
             await ctx.discard_outputs()
