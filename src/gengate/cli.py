@@ -1,6 +1,8 @@
 """The `gengate` command line: run the service and administer accounts and keys.
 
 With `--json`, a command prints exactly one line of JSON on stdout; logs go to stderr.
+Server modules are imported inside the commands that need them, so the API client's
+commands (`submit`, `jobs`, `wait`) start in a fraction of the time.
 """
 
 from __future__ import annotations
@@ -14,21 +16,17 @@ import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-import uvicorn
-from sqlalchemy.exc import DBAPIError
 
 from gengate.cli_client import register as register_client_commands
-from gengate.config import Settings, load_settings
-from gengate.domain.errors import GengateError
-from gengate.logs import configure_logging
-from gengate.services import accounts as account_service
-from gengate.services.gateway import Gateway
-from gengate.store.database import Database
-from gengate.store.migrate import upgrade_to_head
-from gengate.store.types import utcnow
+
+if TYPE_CHECKING:
+    from gengate.config import Settings
+    from gengate.services import accounts as account_service
+    from gengate.services.gateway import Gateway
+    from gengate.store.database import Database
 
 T = TypeVar("T")
 logger = logging.getLogger("gengate.cli")
@@ -51,6 +49,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one line of JSON
 
 
 def _settings(config: Path | None, data_dir: Path | None, **overrides: Any) -> Settings:
+    from gengate.config import load_settings
+    from gengate.logs import configure_logging
+
     try:
         settings = load_settings(config, data_dir=data_dir, **overrides)
     except (FileNotFoundError, ValueError) as exc:
@@ -61,6 +62,10 @@ def _settings(config: Path | None, data_dir: Path | None, **overrides: Any) -> S
 
 
 def _run_db(settings: Settings, action: Callable[[Database], Awaitable[T]]) -> T:
+    from gengate.domain.errors import GengateError
+    from gengate.store.database import Database
+    from gengate.store.migrate import upgrade_to_head
+
     async def main() -> T:
         db = Database(settings.resolved_database_url)
         try:
@@ -104,6 +109,8 @@ def serve(
     ] = False,
 ) -> None:
     """Run the HTTP API (and, unless --no-workers, the workers) in this process."""
+    import uvicorn
+
     from gengate.api.app import create_app
 
     settings = _settings(config, data_dir, host=host, port=port)
@@ -130,6 +137,9 @@ def serve(
 async def _bootstrap_first_account(
     db: Database, settings: Settings
 ) -> account_service.CreatedAccount | None:
+    from gengate.services import accounts as account_service
+    from gengate.store.types import utcnow
+
     if await account_service.has_accounts(db):
         return None
     return await account_service.create_account(db, "default", settings.bootstrap_credits, utcnow())
@@ -155,6 +165,7 @@ def worker(
 async def _run_worker(
     settings: Settings, wanted: list[str] | None, concurrency: int | None
 ) -> None:
+    from gengate.domain.errors import GengateError
     from gengate.webhooks.delivery import DeliveryLoop
     from gengate.worker.maintenance import Maintenance
     from gengate.worker.runtime import WorkerRuntime
@@ -193,6 +204,10 @@ async def _open_when_reachable(settings: Settings, stop: asyncio.Event) -> Gatew
     """Open the gateway, waiting out a database that cannot be reached yet: a worker
     started while the database restarts keeps trying instead of exiting. None when
     told to stop first."""
+    from sqlalchemy.exc import DBAPIError
+
+    from gengate.services.gateway import Gateway
+
     delay = 0.5
     while not stop.is_set():
         try:
@@ -231,6 +246,9 @@ def accounts_create(
     config: ConfigOption = None,
 ) -> None:
     """Create an account with an API key and a webhook secret."""
+    from gengate.services import accounts as account_service
+    from gengate.store.types import utcnow
+
     settings = _settings(config, data_dir)
     amount = _credits(credits)
     if amount < 0:
@@ -257,6 +275,8 @@ def accounts_list(
     as_json: JsonOption = False, data_dir: DataDirOption = None, config: ConfigOption = None
 ) -> None:
     """List accounts with their balances."""
+    from gengate.services import accounts as account_service
+
     settings = _settings(config, data_dir)
     rows = _run_db(settings, account_service.list_accounts)
     human = "\n".join(
@@ -276,6 +296,9 @@ def accounts_credit(
     config: ConfigOption = None,
 ) -> None:
     """Add credits to an account (1 credit = 1 cent)."""
+    from gengate.services import accounts as account_service
+    from gengate.store.types import utcnow
+
     settings = _settings(config, data_dir)
     amount = _credits(credits)
     result = _run_db(
@@ -293,6 +316,9 @@ def accounts_rotate_webhook_secret(
 ) -> None:
     """Give an account a new webhook secret; the old one keeps signing webhooks too for
     `webhooks_secret_overlap_s` (a second `v1,` signature)."""
+    from gengate.services import accounts as account_service
+    from gengate.store.types import utcnow
+
     settings = _settings(config, data_dir)
     result = _run_db(
         settings,
@@ -319,6 +345,9 @@ def keys_create(
     config: ConfigOption = None,
 ) -> None:
     """Create another API key for an account."""
+    from gengate.services import accounts as account_service
+    from gengate.store.types import utcnow
+
     settings = _settings(config, data_dir)
     created = _run_db(settings, lambda db: account_service.create_key(db, account_id, utcnow()))
     _emit(
@@ -336,6 +365,8 @@ def keys_list(
     config: ConfigOption = None,
 ) -> None:
     """List an account's keys (never their secrets)."""
+    from gengate.services import accounts as account_service
+
     settings = _settings(config, data_dir)
     keys = _run_db(settings, lambda db: account_service.list_keys(db, account_id))
     human = "\n".join(
@@ -352,6 +383,9 @@ def keys_revoke(
     config: ConfigOption = None,
 ) -> None:
     """Revoke a key: requests with it answer 401 from now on."""
+    from gengate.services import accounts as account_service
+    from gengate.store.types import utcnow
+
     settings = _settings(config, data_dir)
     _run_db(settings, lambda db: account_service.revoke_key(db, key_id, utcnow()))
     _emit({"key_id": key_id, "revoked": True}, as_json, f"revoked {key_id}")

@@ -82,10 +82,7 @@ async def submit_job(gw: Gateway, principal: Principal, request: SubmitRequest) 
         )
     reservation = model.reservation_micro(model_input)
     config = model.config
-    # Milliseconds, as job records show times: a client filtering on a record's own
-    # created_at must not see that job again.
     now = gw.clock()
-    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
     job_id = new_uuid()
     async with gw.db.transaction() as conn:
         if request.idempotency_key is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -86,15 +86,23 @@ async def list_jobs(
         query = query.where(jobs.c.model == filters.model)
     for key, value in filters.tags:
         query = query.where(dialect.has_tag(conn, jobs.c.tags, key, value))
+    # Job records show times in whole milliseconds, so the bounds are whole milliseconds
+    # too: a job made in the same millisecond as `created_after` is not after it.
     if filters.created_after is not None:
-        query = query.where(
-            jobs.c.id >= uuid7_floor(filters.created_after),
-            jobs.c.created_at > filters.created_after,
-        )
+        after = _next_millisecond(filters.created_after)
+        query = query.where(jobs.c.id >= uuid7_floor(after), jobs.c.created_at >= after)
     if filters.created_before is not None:
-        query = query.where(jobs.c.created_at < filters.created_before)
+        query = query.where(jobs.c.created_at < _whole_millisecond(filters.created_before))
     result = await conn.execute(query.order_by(jobs.c.id.desc()).limit(limit))
     return result.all()
+
+
+def _whole_millisecond(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _next_millisecond(moment: datetime) -> datetime:
+    return _whole_millisecond(moment) + timedelta(milliseconds=1)
 
 
 def _ahead_of(row: JobRow, now: datetime) -> Any:
