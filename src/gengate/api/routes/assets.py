@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from gengate.api.deps import CallerDep
 from gengate.api.links import links_for
+from gengate.api.params import parse_tag_filters
 from gengate.api.responses import json_response
 from gengate.api.schemas import AUTHED, Asset, AssetList, documented
 from gengate.domain.errors import InvalidRequest
@@ -17,16 +18,6 @@ from gengate.services import assets as asset_service
 from gengate.store.assets import AssetFilters
 
 router = APIRouter(tags=["assets"])
-
-
-def _tag_pairs(values: list[str]) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for value in values:
-        key, sep, tag_value = value.partition(":")
-        if not sep or not key:
-            raise InvalidRequest("A tag filter looks like tag=key:value.", details={"tag": value})
-        pairs.append((key, tag_value))
-    return tuple(pairs)
 
 
 @router.get(
@@ -51,7 +42,7 @@ async def list_assets(
         job_uuid = parse_id("job", job_id)
         if job_uuid is None:
             raise InvalidRequest("job_id is not a job id.", details={"job_id": job_id[:80]})
-    filters = AssetFilters(modality=modality, tags=_tag_pairs(tag or []), job_id=job_uuid)
+    filters = AssetFilters(modality=modality, tags=parse_tag_filters(tag), job_id=job_uuid)
     page = await asset_service.list_assets(
         caller.gw, caller.principal, filters, cursor=cursor, limit=limit
     )

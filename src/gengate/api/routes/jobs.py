@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from gengate.api.deps import Caller, CallerDep
 from gengate.api.links import links_for
+from gengate.api.params import parse_tag_filters
 from gengate.api.responses import json_response
 from gengate.api.schemas import AUTHED, JobList, JobRecord, JobStatusName, documented
 from gengate.domain.errors import InvalidRequest
@@ -26,16 +27,6 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     and `*` matches any current representation."""
     wanted = {candidate.strip().removeprefix("W/") for candidate in if_none_match.split(",")}
     return "*" in wanted or etag.removeprefix("W/") in wanted
-
-
-def _parse_tags(values: list[str]) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for value in values:
-        key, sep, tag_value = value.partition(":")
-        if not sep or not key:
-            raise InvalidRequest("A tag filter looks like tag=key:value.", details={"tag": value})
-        pairs.append((key, tag_value))
-    return tuple(pairs)
 
 
 @router.get(
@@ -94,7 +85,7 @@ async def list_jobs(
         status=JobStatus(status) if status else None,
         modality=modality,
         model=model,
-        tags=_parse_tags(tag or []),
+        tags=parse_tag_filters(tag),
         created_after=_aware(created_after),
         created_before=_aware(created_before),
     )

@@ -11,7 +11,14 @@ from starlette.responses import Response
 from gengate.api.deps import CallerDep
 from gengate.api.links import links_for
 from gengate.api.responses import json_response
-from gengate.api.schemas import AUTHED, JobRecord, ModalityRequest, RunRequest, documented
+from gengate.api.schemas import (
+    AUTHED,
+    Envelope,
+    JobRecord,
+    ModalityRequest,
+    RunRequest,
+    documented,
+)
 from gengate.domain.canonical import request_fingerprint
 from gengate.domain.states import JobStatus
 from gengate.services import jobs as job_service
@@ -44,6 +51,34 @@ MODALITY_ENDPOINTS = {
 def _prefer_wait(prefer: str | None) -> float | None:
     match = _PREFER_WAIT.search(prefer or "")
     return float(match.group(1)) if match else None
+
+
+def _submit_request(
+    body: Envelope,
+    *,
+    model_id: str,
+    model_input: Any,
+    route: str,
+    cancel_after: float | None,
+    idempotency_key: str | None,
+    response_status: int | None,
+) -> SubmitRequest:
+    """The service's view of a submit: the envelope's fields, the model's input, and the
+    fingerprint of the whole request (route and body) for Idempotency-Key checks."""
+    return SubmitRequest(
+        model_id=model_id,
+        input=model_input,
+        webhook_url=body.webhook_url,
+        webhook_events=body.webhook_events,
+        tags=[tag.model_dump() for tag in body.tags],
+        metadata=body.metadata,
+        priority=body.priority,
+        timeout_s=body.timeout_s,
+        cancel_after_s=cancel_after,
+        idempotency_key=idempotency_key,
+        fingerprint=request_fingerprint(route, body.model_dump(mode="json")),
+        response_status=response_status,
+    )
 
 
 async def _job_answer(
@@ -110,19 +145,13 @@ async def run_model(
         if asked is not None:
             wait_s = min(wait_s, asked)
             headers["Preference-Applied"] = f"wait={int(wait_s)}"
-    envelope = body.model_dump(mode="json")
-    submit = SubmitRequest(
+    submit = _submit_request(
+        body,
         model_id=model,
-        input=body.input,
-        webhook_url=body.webhook_url,
-        webhook_events=body.webhook_events,
-        tags=[tag.model_dump() for tag in body.tags],
-        metadata=body.metadata,
-        priority=body.priority,
-        timeout_s=body.timeout_s,
-        cancel_after_s=cancel_after,
+        model_input=body.input,
+        route=f"run:{model}",
+        cancel_after=cancel_after,
         idempotency_key=idempotency_key,
-        fingerprint=request_fingerprint(f"run:{model}", envelope),
         response_status=None if body.sync else 202,
     )
     return await _submit_and_wait(gw, request, principal, submit, wait_s=wait_s, headers=headers)
@@ -138,19 +167,13 @@ def _modality_route(modality: str) -> Any:
     ) -> Response:
         gw, principal = caller.gw, caller.principal
         model = gw.catalog.for_modality(modality, body.model)
-        model_input = dict(body.model_extra or {})
-        submit = SubmitRequest(
+        submit = _submit_request(
+            body,
             model_id=model.id,
-            input=model_input,
-            webhook_url=body.webhook_url,
-            webhook_events=body.webhook_events,
-            tags=[tag.model_dump() for tag in body.tags],
-            metadata=body.metadata,
-            priority=body.priority,
-            timeout_s=body.timeout_s,
-            cancel_after_s=cancel_after,
+            model_input=dict(body.model_extra or {}),
+            route=f"{modality}:{model.id}",
+            cancel_after=cancel_after,
             idempotency_key=idempotency_key,
-            fingerprint=request_fingerprint(f"{modality}:{model.id}", body.model_dump(mode="json")),
             response_status=202,
         )
         return await _submit_and_wait(gw, request, principal, submit, wait_s=0, headers={})
