@@ -55,6 +55,10 @@ LONG_TEXT = " ".join(
     * 20
 )[:5000]
 LYRICS = "\n".join(["Out on the open road", "We sing into the night"] * 12)
+STORY = (
+    "A small fox wakes in a green forest. The fox follows a cold river to the sea. "
+    "A storm rolls over the dark water. At dawn the fox sleeps under a pink sky."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,20 @@ CASES: list[Case] = [
         "local-voice",
         "largest (espeak, 5000 chars, mp3)",
         {"text": LONG_TEXT, "voice": "espeak", "format": "mp3"},
+        size="largest",
+    ),
+    Case("local-3d", "default (creature, detail 3)", {"prompt": "a friendly creature"}),
+    Case(
+        "local-3d",
+        "largest (creature, detail 5)",
+        {"prompt": "a friendly creature", "detail": 5},
+        size="largest",
+    ),
+    Case("local-story", "default (4 scenes, 512x512)", {"prompt": STORY}),
+    Case(
+        "local-story",
+        "largest (12 scenes, 2048x2048, narrated)",
+        {"prompt": STORY, "scenes": 12, "width": 2048, "height": 2048, "narrate": True},
         size="largest",
     ),
 ]

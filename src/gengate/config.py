@@ -133,6 +133,16 @@ class Settings(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
     upload_ttl_s: int = Field(86_400, ge=60, description="uploads are deleted after this long")
+    # Input media URLs (`image_url`, `audio_url`) get their own switch, apart from
+    # webhooks: a fetched file comes back to the caller inside the output, so letting it
+    # reach private hosts would expose what they serve, not just knock on them.
+    media_allow_private: bool = Field(
+        False, description="let media URLs in inputs reach loopback and private addresses"
+    )
+    media_max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest input media file")
+    media_fetch_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="deadline for fetching one input media URL"
+    )
     job_retention_days: float = Field(
         30.0, gt=0, description="finished job records are deleted after this long"
     )
@@ -143,6 +153,12 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(0.5, ge=0)
     shutdown_grace_s: float = Field(10.0, ge=0)
     claim_batch: int = Field(32, ge=1, le=1000)
+    # Event streams wake on notifications and also re-read on this timer, so a lost
+    # notification (a relay reconnecting, split SQLite processes) costs this much latency.
+    events_poll_interval_s: float = Field(1.0, gt=0, le=60)
+    events_keepalive_s: float = Field(
+        15.0, gt=0, le=300, description="seconds between keep-alive comments of event streams"
+    )
     cpu_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
     bootstrap_credits: Decimal = Decimal(1000)

@@ -16,7 +16,7 @@ def server(shared_server: ServerProcess) -> ServerProcess:
     return shared_server
 
 
-PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
+PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/dashboard")
 AUTHED_GETS = ("/v1/account", "/v1/account/ledger", "/v1/jobs", "/v1/models", "/v1/models/echo")
 
 
@@ -200,6 +200,8 @@ ROUTES = [
     ("get", "/v1/jobs"),
     ("post", "/v1/jobs/{id}/cancel"),
     ("delete", "/v1/jobs/{id}"),
+    ("get", "/v1/jobs/{id}/events"),
+    ("get", "/v1/events"),
     ("get", "/v1/models"),
     ("get", "/v1/models/{model}"),
     ("get", "/v1/account"),

@@ -17,5 +17,5 @@ def test_submit_run_and_download(server: ServerProcess, account: dict[str, str])
         assert job["status"] == "succeeded"
         assert answer.headers["x-request-id"].startswith("req_")
         image = client.get(job["result"]["url"])
-        assert image.status_code == 200
+        assert image.status_code == 200, (image.text, job)
         assert Image.open(io.BytesIO(image.content)).size == (64, 64)

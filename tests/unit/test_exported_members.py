@@ -16,6 +16,8 @@ PROVIDER_API = {
     "RetryableError",
     "ContentRejectedError",
     "InvalidInputError",
+    "InputMedia",
+    "InputUnavailableError",
     "Price",
     "PriceUnit",
 }

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gengate import __version__
+from gengate.api.dashboard.routes import router as dashboard_router
 from gengate.api.errors import install_error_handlers
 from gengate.api.middleware import RequestContextMiddleware
 from gengate.api.openapi import install_openapi
@@ -16,6 +17,7 @@ from gengate.api.ratelimit import RateLimiter
 from gengate.api.routes import (
     account,
     assets,
+    events,
     files,
     health,
     jobs,
@@ -80,6 +82,8 @@ def create_app(settings: Settings, *, run_workers: bool = True) -> FastAPI:
     # The most frequent requests (polling a job) first: routes are matched in order.
     for module in (jobs, submit, models, account, files, assets, uploads, health, webhooks):
         app.include_router(module.router)
+    app.include_router(events.router)
+    app.include_router(dashboard_router)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

@@ -2,8 +2,9 @@
 
 A provider is constructed once per configured model with the operator's `params`.
 For each job the worker calls `generate(ctx)`; the context gives the validated
-input, progress reporting, output saving, a cancellation signal, a logger, and
-`run_cpu` to run heavy work off the event loop. Failures are raised as
+input, progress reporting, output saving, a cancellation signal, a logger,
+`run_cpu` to run heavy work off the event loop, and `fetch_input` to read a media URL
+of the input under the gateway's outbound rules. Failures are raised as
 `GenerationError` subclasses, whose `code` becomes the job's error code.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -50,6 +51,14 @@ class InvalidInputError(GenerationError):
     code = "invalid_input"
 
 
+class InputUnavailableError(RetryableError):
+    """A media URL in the input could not be fetched just now."""
+
+    # Retried like any retryable failure; when the attempts run out the input is at
+    # fault, not the model.
+    code = "invalid_input"
+
+
 @dataclass(frozen=True, slots=True)
 class SavedOutput:
     """One file a job produced, as stored."""
@@ -61,6 +70,14 @@ class SavedOutput:
     width: int | None = None
     height: int | None = None
     duration_sec: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputMedia:
+    """A media file named by the input (`image_url`, `audio_url`), as fetched."""
+
+    data: bytes
+    content_type: str  # sniffed from the bytes, one of those the provider accepts
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +118,14 @@ class GenerationContext(Protocol):
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args, stop=event)` in the CPU thread pool, off the event loop;
         `event` (a threading.Event) is set when the job is cancelled."""
+        ...
+
+    async def fetch_input(self, url: str, *, field: str, accept: Collection[str]) -> InputMedia:
+        """The file behind a media URL of the input field `field`: an upload or file link
+        of this deployment read from storage, or any other URL fetched under the address
+        guard with the operator's size and time limits. Its type is sniffed from the bytes
+        and must be one of `accept`. Raises `InvalidInputError` when the URL cannot be
+        used, `InputUnavailableError` (retried) when it may work on another attempt."""
         ...
 
 

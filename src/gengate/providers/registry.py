@@ -21,8 +21,10 @@ from gengate.domain.errors import InvalidInput, NotFound
 from gengate.domain.money import Price
 from gengate.providers.base import Provider
 from gengate.providers.echo import EchoProvider
+from gengate.providers.local_3d import Local3DProvider
 from gengate.providers.local_image import LocalImageProvider
 from gengate.providers.local_music import LocalMusicProvider
+from gengate.providers.local_story import LocalStoryProvider
 from gengate.providers.local_video import LocalVideoProvider
 from gengate.providers.local_voice import LocalVoiceProvider
 
@@ -32,6 +34,8 @@ BUILTIN_PROVIDERS: dict[str, type[Provider]] = {
     "local-video": LocalVideoProvider,
     "local-music": LocalMusicProvider,
     "local-voice": LocalVoiceProvider,
+    "local-3d": Local3DProvider,
+    "local-story": LocalStoryProvider,
 }
 # Built-in models: model id → provider name.
 BUILTIN_MODELS = {
@@ -40,6 +44,8 @@ BUILTIN_MODELS = {
     "local-video": "local-video",
     "local-music": "local-music",
     "local-voice": "local-voice",
+    "local-3d": "local-3d",
+    "local-story": "local-story",
 }
 # The model a modality endpoint uses when the body names none.
 DEFAULT_MODEL_BY_MODALITY = {

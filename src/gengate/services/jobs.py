@@ -16,6 +16,7 @@ from gengate.domain.cursors import decode_cursor, encode_cursor
 from gengate.domain.errors import (
     Conflict,
     InsufficientCredits,
+    InvalidInput,
     NotFound,
     Overloaded,
 )
@@ -23,6 +24,7 @@ from gengate.domain.ids import format_id, new_uuid, parse_id
 from gengate.domain.scheduling import poll_hint_s
 from gengate.domain.states import JobStatus
 from gengate.outbound.address_guard import check_url
+from gengate.outbound.media import MEDIA_URL_FIELDS
 from gengate.services.accounts import Principal
 from gengate.services.gateway import Gateway
 from gengate.services.lifecycle import announce, complete_job
@@ -80,6 +82,7 @@ async def submit_job(gw: Gateway, principal: Principal, request: SubmitRequest) 
             allow_private=gw.settings.webhooks_allow_private,
             resolver=gw.resolver,
         )
+    await check_media_urls(gw, model_input)
     reservation = model.reservation_micro(model_input)
     config = model.config
     now = gw.clock()
@@ -163,6 +166,32 @@ async def submit_job(gw: Gateway, principal: Principal, request: SubmitRequest) 
         )
     announce(gw, row, None)
     return Submission(row)
+
+
+async def check_media_urls(gw: Gateway, model_input: dict[str, Any]) -> None:
+    """Refuse (422) a media URL of the input that the worker could never fetch: a link of
+    ours that has expired, or another URL the address guard refuses now. The worker
+    checks again when it fetches (names can change what they resolve to)."""
+    now = gw.clock()
+    for field_name in MEDIA_URL_FIELDS:
+        url = model_input.get(field_name)
+        if not isinstance(url, str):
+            continue
+        own = gw.signer.identify(url, now)
+        if own is not None:
+            # Read from storage by the worker, whatever host the link names.
+            if own.expired:
+                raise InvalidInput(
+                    f"{field_name}: the file link has expired; fetch a fresh one.",
+                    details={"field": field_name},
+                )
+            continue
+        await check_url(
+            url,
+            field=field_name,
+            allow_private=gw.settings.media_allow_private,
+            resolver=gw.resolver,
+        )
 
 
 async def record_answer(gw: Gateway, principal: Principal, key: str, status: int) -> None:

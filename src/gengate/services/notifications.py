@@ -30,6 +30,24 @@ class JobChange:
 JobListener = Callable[[JobChange], None]
 
 
+class AccountWatch:
+    """The job changes of one account since its watcher last looked: `changed` is set
+    on every change, and `take()` hands over the ids of the jobs that changed."""
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+        self._job_ids: set[uuid.UUID] = set()
+
+    def note(self, job_id: uuid.UUID) -> None:
+        self._job_ids.add(job_id)
+        self.changed.set()
+
+    def take(self) -> set[uuid.UUID]:
+        job_ids, self._job_ids = self._job_ids, set()
+        self.changed.clear()
+        return job_ids
+
+
 class Relay(Protocol):
     """Carries notifications to the other processes of a deployment."""
 
@@ -43,6 +61,7 @@ class Notifier:
         self._job_waiters: defaultdict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
         self._queue_events: dict[str, asyncio.Event] = {}
         self._listeners: list[JobListener] = []
+        self._account_watches: defaultdict[uuid.UUID, set[AccountWatch]] = defaultdict(set)
         self._relay: Relay | None = None
 
     def attach_relay(self, relay: Relay | None) -> None:
@@ -63,6 +82,8 @@ class Notifier:
             event.set()
         for listener in list(self._listeners):
             listener(change)
+        for watch in self._account_watches.get(change.account_id, ()):
+            watch.note(change.job_id)
 
     def deliver_queue(self, model: str) -> None:
         event = self._queue_events.get(model)
@@ -85,6 +106,21 @@ class Notifier:
                 waiters.discard(event)
                 if not waiters:
                     del self._job_waiters[job_id]
+
+    @contextlib.contextmanager
+    def watch_account(self, account_id: uuid.UUID) -> Iterator[AccountWatch]:
+        """Wake-ups for every job change of one account (the account's event stream),
+        found by account, so that many open streams cost nothing per foreign change."""
+        watch = AccountWatch()
+        self._account_watches[account_id].add(watch)
+        try:
+            yield watch
+        finally:
+            watches = self._account_watches.get(account_id)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del self._account_watches[account_id]
 
     def add_listener(self, listener: JobListener) -> None:
         self._listeners.append(listener)

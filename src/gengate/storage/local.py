@@ -9,6 +9,9 @@ from pathlib import Path
 
 import anyio.to_thread
 
+#: Files up to this size are written on the event loop (a page-cache copy takes
+#: microseconds); bigger ones in a thread.
+INLINE_WRITE_BYTES = 64 * 1024
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
 
@@ -42,7 +45,11 @@ class LocalBlobStore:
     async def put(
         self, key: str, data: bytes, content_type: str, *, filename: str | None = None
     ) -> None:
-        await anyio.to_thread.run_sync(self._write, self._path(key), data)
+        if len(data) <= INLINE_WRITE_BYTES:
+            # Handing a small write to a thread costs more than the write itself.
+            self._write(self._path(key), data)
+        else:
+            await anyio.to_thread.run_sync(self._write, self._path(key), data)
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:

@@ -80,7 +80,7 @@ def finish_running_statement(conn: DbConnection, jobs: Table) -> Any | None:
     this process without round trips, so one statement per job costs little there."""
     if name(conn) != "postgresql":
         return None
-    from sqlalchemy import BigInteger, String, Text, Uuid, bindparam, case, cast, update
+    from sqlalchemy import BigInteger, Integer, String, Text, Uuid, bindparam, case, cast, update
     from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
     def column(param: str, element: Any) -> Any:
@@ -92,6 +92,8 @@ def finish_running_statement(conn: DbConnection, jobs: Table) -> Any | None:
         column("f_statuses", String()).label("status"),
         column("f_charges", BigInteger()).label("charge"),
         cast(column("f_results", Text()), JSONB).label("result"),
+        column("f_scenes_completed", Integer()).label("scenes_completed"),
+        column("f_scenes_total", Integer()).label("scenes_total"),
     ).subquery("finished")
     now = bindparam("f_now", type_=jobs.c.completed_at.type)
     return (
@@ -107,6 +109,9 @@ def finish_running_statement(conn: DbConnection, jobs: Table) -> Any | None:
             result=batch.c.result,
             error=None,
             progress=case((batch.c.status == "succeeded", 100), else_=jobs.c.progress),
+            # The last scene counts a run reported (its progress writes are throttled).
+            scenes_completed=func.coalesce(batch.c.scenes_completed, jobs.c.scenes_completed),
+            scenes_total=func.coalesce(batch.c.scenes_total, jobs.c.scenes_total),
             version=jobs.c.version + 1,
             lease_expires_at=None,
             worker_id=None,

@@ -149,29 +149,30 @@ async def queued_count(conn: DbConnection, model: str, *, cap: int) -> int:
     return int(result.scalar_one())
 
 
-_QUEUE_HEAD = (
-    select(jobs.c.fair_tag)
-    .where(jobs.c.model == bindparam("model"), jobs.c.status == JobStatus.QUEUED.value)
-    .order_by(jobs.c.priority.desc(), jobs.c.fair_tag, jobs.c.id)
-    .limit(1)
-    .scalar_subquery()
-)
-_NEWEST_TAG = (
-    select(func.max(fair_share.c.last_tag))
-    .where(fair_share.c.model == bindparam("model"))
-    .scalar_subquery()
-)
-_FAIR_FLOOR = select(func.coalesce(_QUEUE_HEAD, _NEWEST_TAG, 0))
 _fair_upserts: dict[str, Any] = {}
 
 
 def _fair_upsert(conn: DbConnection) -> Any:
-    """max(last, floor) + 1 as one atomic upsert (see domain.scheduling.next_fair_tag)."""
+    """max(last, floor) + 1 as one atomic upsert (see domain.scheduling.next_fair_tag),
+    where floor is the tag at the head of the model's queue or, with an empty queue,
+    the newest tag any account got on the model."""
     dialect_name = dialect.name(conn)
     if dialect_name not in _fair_upserts:
-        floor = bindparam("p_floor", type_=BigInteger())
+        model: Any = bindparam("p_model")
+        head = (
+            select(jobs.c.fair_tag)
+            .where(jobs.c.model == model, jobs.c.status == JobStatus.QUEUED.value)
+            .order_by(jobs.c.priority.desc(), jobs.c.fair_tag, jobs.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        others = fair_share.alias("others")
+        newest = (
+            select(func.max(others.c.last_tag)).where(others.c.model == model).scalar_subquery()
+        )
+        floor = func.coalesce(head, newest, 0)
         statement = dialect.insert(conn, fair_share).values(
-            model=bindparam("p_model"), account_id=bindparam("p_account_id"), last_tag=floor + 1
+            model=model, account_id=bindparam("p_account_id"), last_tag=floor + 1
         )
         _fair_upserts[dialect_name] = statement.on_conflict_do_update(
             index_elements=["model", "account_id"],
@@ -182,10 +183,7 @@ def _fair_upsert(conn: DbConnection) -> Any:
 
 async def assign_fair_tag(conn: DbConnection, *, model: str, account_id: uuid.UUID) -> int:
     """The next fair-share tag for this account on this model (see domain.scheduling)."""
-    floor = (await conn.execute(_FAIR_FLOOR, {"model": model})).scalar_one()
-    result = await conn.execute(
-        _fair_upsert(conn), {"p_model": model, "p_account_id": account_id, "p_floor": floor}
-    )
+    result = await conn.execute(_fair_upsert(conn), {"p_model": model, "p_account_id": account_id})
     return int(result.scalar_one())
 
 
@@ -349,6 +347,8 @@ class Finish:
     status: JobStatus
     charge_micro: int
     result: dict[str, Any]
+    scenes_completed: int | None = None
+    scenes_total: int | None = None
 
 
 _finish_statements: dict[str, Any] = {}
@@ -376,6 +376,10 @@ async def finish_running(
             }
             if finish.status is JobStatus.SUCCEEDED:
                 values["progress"] = 100
+            if finish.scenes_completed is not None:
+                values["scenes_completed"] = finish.scenes_completed
+            if finish.scenes_total is not None:
+                values["scenes_total"] = finish.scenes_total
             row = await transition(
                 conn,
                 finish.job_id,
@@ -396,6 +400,8 @@ async def finish_running(
             "f_statuses": [f.status.value for f in finishes],
             "f_charges": [f.charge_micro for f in finishes],
             "f_results": [orjson.dumps(f.result).decode() for f in finishes],
+            "f_scenes_completed": [f.scenes_completed for f in finishes],
+            "f_scenes_total": [f.scenes_total for f in finishes],
             "f_now": now,
         },
     )

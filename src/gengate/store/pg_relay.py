@@ -25,7 +25,6 @@ from gengate.services.notifications import JobChange, Notifier
 CHANNEL = "gengate_events"
 logger = logging.getLogger("gengate.relay")
 MAX_BACKOFF_S = 5.0
-SEND_LINGER_S = 0.005
 
 
 class PostgresRelay:
@@ -106,8 +105,6 @@ class PostgresRelay:
         assert self._connection is not None
         while True:
             await self._wake.wait()
-            # Let the notifications of a busy moment gather into one statement.
-            await asyncio.sleep(SEND_LINGER_S)
             self._wake.clear()
             if self._connection.is_closed():
                 raise asyncpg.InterfaceError("connection closed")

@@ -2,10 +2,11 @@
 
 The delivery resolves the URL's host once (through the gateway's resolver), vets every
 address with the address guard, and then connects only to those addresses: the network
-backend below ignores the host name httpcore asks for and dials the vetted IPs, so a
-name that resolves to something else a moment later (DNS rebinding) cannot redirect
-the connection. The request still carries the original `Host` header, and TLS still
-sends the host name as SNI and verifies the certificate against it.
+backend (`outbound/pinned.py`, shared with input media fetches) ignores the host name
+httpcore asks for and dials the vetted IPs, so a name that resolves to something else a
+moment later (DNS rebinding) cannot redirect the connection. The request still carries
+the original `Host` header, and TLS still sends the host name as SNI and verifies the
+certificate against it.
 
 Each attempt uses a fresh connection that is closed afterwards; redirects are never
 followed (httpcore does not follow them); the whole attempt, from connecting to the last
@@ -18,18 +19,16 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit
 
 import httpcore
 
 from gengate.outbound.address_guard import CheckedTarget
+from gengate.outbound.pinned import PinnedBackend, request_url
 
 #: How much of a receiver's answer is kept in the delivery log.
 RESPONSE_BODY_LIMIT = 1024
-#: Characters a request target keeps as they are (RFC 3986 reserved and unreserved).
-_TARGET_SAFE = "/?#[]@!$&'()*+,;=:%-._~"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,72 +41,6 @@ class SendResult:
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
     error: str | None = None
-
-
-class PinnedBackend(httpcore.AsyncNetworkBackend):
-    """Dials the vetted addresses, in order, whatever host name it is asked for."""
-
-    def __init__(self, addresses: Iterable[str], port: int) -> None:
-        self._addresses = tuple(addresses)
-        self._port = port
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        last_error: Exception | None = None
-        for address in self._addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address,
-                    self._port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last_error = exc
-        if last_error is None:
-            raise httpcore.ConnectError("no vetted address to connect to")
-        raise last_error
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("webhooks are never sent over unix sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def _ascii_host(host: str) -> str:
-    if ":" in host:  # an IPv6 literal
-        return host
-    return host.encode("idna").decode("ascii")
-
-
-def request_url(target: CheckedTarget) -> tuple[httpcore.URL, str]:
-    """The request URL from the checked parts (so nothing re-parses the raw URL
-    differently) and the `Host` header value."""
-    parts = urlsplit(target.url)
-    host = _ascii_host(target.host)
-    default_port = 443 if target.scheme == "https" else 80
-    host_header = f"[{host}]" if ":" in host else host
-    if target.port != default_port:
-        host_header = f"{host_header}:{target.port}"
-    path = quote(parts.path or "/", safe=_TARGET_SAFE)
-    if parts.query:
-        path += "?" + quote(parts.query, safe=_TARGET_SAFE)
-    url = httpcore.URL(scheme=target.scheme, host=host, port=target.port, target=path)
-    return url, host_header
 
 
 async def post(

@@ -8,16 +8,23 @@ import logging
 import mimetypes
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
 
 from gengate.domain.ids import format_id, new_uuid
-from gengate.providers.base import SavedOutput
+from gengate.outbound.media import MediaPolicy, MediaRefused, fetch_media
+from gengate.providers.base import (
+    InputMedia,
+    InputUnavailableError,
+    InvalidInputError,
+    SavedOutput,
+)
 from gengate.services.gateway import Gateway
 from gengate.services.notifications import JobChange
+from gengate.services.uploads import open_upload
 from gengate.store import jobs as job_store
 from gengate.store.jobs import JobRow
 
@@ -53,6 +60,12 @@ class JobContext:
         self._last_flush = 0.0
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_tasks: set[asyncio.Task[None]] = set()
+        # One progress write at a time: on PostgreSQL two overlapping writes could commit
+        # out of order and leave an older `scenes_completed` as the last word.
+        self._flush_lock = asyncio.Lock()
+        # The latest scene counts reported, for the final write (progress is throttled).
+        self.scenes_completed: int | None = None
+        self.scenes_total: int | None = None
 
     # -- progress, throttled before it touches the database --------------------------
 
@@ -64,6 +77,10 @@ class JobContext:
         scenes_total: int | None = None,
     ) -> None:
         self._progress = (max(0, min(100, int(percent))), scenes_completed, scenes_total)
+        if scenes_completed is not None:
+            self.scenes_completed = scenes_completed
+        if scenes_total is not None:
+            self.scenes_total = scenes_total
         if self._flush_handle is not None:
             return
         interval = self._gw.settings.progress_interval_s
@@ -77,21 +94,22 @@ class JobContext:
         task.add_done_callback(self._flush_tasks.discard)
 
     async def _flush(self) -> None:
-        if self._progress is None:
-            return
-        percent, completed, total = self._progress
-        self._progress = None
-        self._last_flush = time.monotonic()
-        async with self._gw.db.transaction() as conn:
-            updated = await job_store.update_progress(
-                conn,
-                self._row.id,
-                lease_token=self.lease_token,
-                progress=percent,
-                scenes_completed=completed,
-                scenes_total=total,
-                now=self._gw.clock(),
-            )
+        async with self._flush_lock:
+            if self._progress is None:
+                return
+            percent, completed, total = self._progress
+            self._progress = None
+            self._last_flush = time.monotonic()
+            async with self._gw.db.transaction() as conn:
+                updated = await job_store.update_progress(
+                    conn,
+                    self._row.id,
+                    lease_token=self.lease_token,
+                    progress=percent,
+                    scenes_completed=completed,
+                    scenes_total=total,
+                    now=self._gw.clock(),
+                )
         if updated:
             row = self._row
             self._gw.notifier.job_changed(JobChange(row.id, row.account_id, row.model, "running"))
@@ -143,6 +161,30 @@ class JobContext:
             except OSError:
                 self.logger.warning("could not delete %s", output.storage_key)
         self.outputs.clear()
+
+    # -- input media ----------------------------------------------------------------------
+
+    async def fetch_input(self, url: str, *, field: str, accept: Collection[str]) -> InputMedia:
+        settings = self._gw.settings
+        policy = MediaPolicy(
+            allow_private=settings.media_allow_private,
+            max_bytes=settings.media_max_bytes,
+            timeout_s=settings.media_fetch_timeout_s,
+            resolver=self._gw.resolver,
+        )
+        try:
+            media = await fetch_media(
+                url,
+                field=field,
+                accept=accept,
+                policy=policy,
+                open_own=functools.partial(open_upload, self._gw),
+            )
+        except MediaRefused as refused:
+            if refused.transient:
+                raise InputUnavailableError(refused.message) from None
+            raise InvalidInputError(refused.message) from None
+        return InputMedia(media.data, media.content_type)
 
     # -- CPU work, off the event loop ---------------------------------------------------
 

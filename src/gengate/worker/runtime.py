@@ -14,7 +14,6 @@ Every write is conditional on the lease token, so a stale run changes nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -167,6 +166,10 @@ class WorkerRuntime:
         wake = self.gw.notifier.queue_event(model.id)
         freed = self._slot_freed[model.id]
         poll_s = self.gw.settings.poll_interval_s
+        loop = asyncio.get_running_loop()
+        # When the earliest delayed retry becomes runnable (loop time), looked up on poll
+        # cycles only: a wake-up per submit must not cost every idle worker a query.
+        next_due: float | None = None
         while not self._stopping.is_set():
             free = self._limits[model.id] - self._active[model.id]
             if free <= 0:
@@ -183,8 +186,11 @@ class WorkerRuntime:
             for row in claimed:
                 self._start_run(model, row)
             if len(claimed) < min(free, self.gw.settings.claim_batch):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), await self._idle_wait_s(model, poll_s))
+                wait_s = poll_s if next_due is None else max(0.001, next_due - loop.time())
+                try:
+                    await asyncio.wait_for(wake.wait(), min(poll_s, wait_s))
+                except TimeoutError:
+                    next_due = await self._next_due(model, loop.time())
 
     async def _claim(self, model: Model, limit: int) -> list[JobRow]:
         now = self.gw.clock()
@@ -202,14 +208,16 @@ class WorkerRuntime:
             announce(self.gw, row, JobStatus.QUEUED.value)
         return claimed
 
-    async def _idle_wait_s(self, model: Model, poll_s: float) -> float:
-        """Sleep until the next poll, or sooner when a delayed retry becomes runnable."""
+    async def _next_due(self, model: Model, loop_now: float) -> float | None:
+        """When (in loop time) the earliest delayed retry of `model` becomes runnable."""
         now = self.gw.clock()
-        async with self.gw.db.read() as conn:
-            due = await queue_store.next_run_after(conn, model=model.id, now=now)
-        if due is None:
-            return poll_s
-        return max(0.001, min(poll_s, (due - now).total_seconds()))
+        try:
+            async with self.gw.db.read() as conn:
+                due = await queue_store.next_run_after(conn, model=model.id, now=now)
+        except Exception:
+            logger.exception("could not look up delayed jobs", extra={"model": model.id})
+            return None
+        return None if due is None else loop_now + (due - now).total_seconds()
 
     def _start_run(self, model: Model, row: JobRow) -> None:
         ctx = JobContext(self.gw, row, cpu_limiter=self._cpu, logger=logger)
@@ -286,6 +294,8 @@ class WorkerRuntime:
             status=target,
             charge_micro=max(0, run.model.price.micro_for(result.units)),
             result={"outputs": stored},
+            scenes_completed=ctx.scenes_completed,
+            scenes_total=ctx.scenes_total,
         )
         output_rows = [
             {
