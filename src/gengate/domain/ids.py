@@ -1,5 +1,8 @@
 """Public identifiers: a prefix followed by the 32 hex digits of a UUIDv7.
 
+Prefixes: `job`, `acct`, `key`, `out` (outputs and assets), `whd` (webhook deliveries),
+`msg` (webhook messages), `led` (ledger entries), `upl` (uploads).
+
 UUIDv7 values are time-ordered, so sorting by id sorts by creation time; keyset
 pagination and the `created_after`/`created_before` filters rely on that.
 """
@@ -15,7 +18,6 @@ import uuid_utils
 _UUID_TEXT = re.compile(
     r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
-PREFIXES = ("job", "acct", "key", "out", "whd", "led", "upl", "msg")
 
 
 def new_uuid() -> uuid.UUID:

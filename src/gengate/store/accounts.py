@@ -87,16 +87,6 @@ async def revoke_key(conn: DbConnection, key_id: uuid.UUID, now: datetime) -> bo
     return result.first() is not None
 
 
-async def set_webhook_secret(conn: DbConnection, account_id: uuid.UUID, secret: str) -> bool:
-    result = await conn.execute(
-        update(accounts)
-        .where(accounts.c.id == account_id)
-        .values(webhook_secret=secret)
-        .returning(accounts.c.id)
-    )
-    return result.first() is not None
-
-
 async def rotate_webhook_secret(
     conn: DbConnection,
     account_id: uuid.UUID,
