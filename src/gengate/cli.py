@@ -174,6 +174,12 @@ async def _run_worker(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if settings.public_url is None:
+        logger.warning(
+            "public_url is not set: links in the webhooks this worker sends will name http://%s:%s",
+            settings.host,
+            settings.port,
+        )
     gw = await _open_when_reachable(settings, stop)
     if gw is None:
         return

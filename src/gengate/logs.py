@@ -25,5 +25,6 @@ def configure_logging(level: str = "INFO") -> None:
         root.addHandler(handler)
         _configured = True
     root.setLevel(level.upper())
-    # uvicorn's own access log would duplicate ours.
+    # uvicorn's own access log would duplicate ours; Alembic's start-up chatter is noise.
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

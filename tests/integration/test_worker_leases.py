@@ -83,8 +83,10 @@ async def test_lapsed_lease_is_requeued_and_the_old_token_is_fenced_off(
     before = await money(gateway, caller)
     job = await submit(gateway, caller, "lossy", {"label": "j"})
 
-    [first] = await claim_as(gateway, "lossy", "dead-worker", lease_s)
+    # Timed from before the claim: the lease starts at the claim's clock reading,
+    # which a slow claim transaction would otherwise place before this one.
     claimed_at = time.monotonic()
+    [first] = await claim_as(gateway, "lossy", "dead-worker", lease_s)
     assert (first.status, first.attempts, first.worker_id) == ("running", 1, "dead-worker")
 
     # While the lease holds, maintenance leaves the job alone.

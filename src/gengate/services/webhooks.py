@@ -288,14 +288,18 @@ async def record_attempt(
             next_attempt_at=next_attempt_at,
             now=now,
         )
+        job = None
         if moved is not None:
-            await webhook_store.set_job_webhook(
+            job = await webhook_store.set_job_webhook(
                 conn,
                 message.job_id,
                 status=decision.status.value,
                 attempts=prepared.attempt,
                 now=now,
             )
+    if job is not None:
+        # The job record changed (its webhook status): event streams show it.
+        gw.notifier.job_changed(JobChange(job.id, job.account_id, job.model, job.status))
     logger.info(
         "webhook attempt %s",
         decision.status.value if moved is not None else "superseded",

@@ -99,13 +99,11 @@ def _claim_statement(conn: DbConnection) -> Any:
             .order_by(webhook_messages.c.next_attempt_at)
             .limit(bindparam("c_limit"))
         )
-        candidates = dialect.lock_for_claim(conn, candidates)
+        # A CTE, as for job claims: `id IN (subquery)` may claim past LIMIT on PostgreSQL.
+        picked = dialect.lock_for_claim(conn, candidates).cte("picked")
         _claims[dialect_name] = (
             update(webhook_messages)
-            .where(
-                webhook_messages.c.id.in_(candidates.scalar_subquery()),
-                webhook_messages.c.status == PENDING,
-            )
+            .where(webhook_messages.c.id == picked.c.id, webhook_messages.c.status == PENDING)
             .values(
                 attempts=webhook_messages.c.attempts + 1,
                 lease_token=webhook_messages.c.lease_token + 1,

@@ -406,8 +406,8 @@ class WorkerRuntime:
     # -- leases -----------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        """Renew leases every third of their lifetime; meanwhile, once a second, look for
-        held jobs that changed elsewhere (a safety net under the notifications)."""
+        """Renew leases every third of their lifetime; meanwhile, every CHECK_INTERVAL_S,
+        look for held jobs that changed elsewhere (a safety net under the notifications)."""
         renew_every = self.gw.settings.lease_ttl_s / 3
         tick = min(CHECK_INTERVAL_S, renew_every)
         next_renewal = time.monotonic() + renew_every
