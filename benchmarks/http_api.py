@@ -82,7 +82,7 @@ PACKAGES = (
     "starlette",
     "uvicorn",
     "sqlalchemy",
-    "aiosqlite",
+    "asyncpg",
     "httpx",
     "orjson",
     "uvloop",
