@@ -159,3 +159,18 @@ class Provider(ABC):
     def limits(self) -> dict[str, Any]:
         """Limits worth showing in `GET /v1/models` beyond the input schema."""
         return {}
+
+
+PROMPT_PROPERTY: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 10_000}
+SEED_PROPERTY: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 2**32 - 1}
+
+
+def prompt_schema(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """The input schema of a model driven by a prompt (required) and a seed: those two,
+    `properties`, and nothing else (unknown fields are refused)."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["prompt"],
+        "properties": {"prompt": PROMPT_PROPERTY, "seed": SEED_PROPERTY, **properties},
+    }

@@ -26,6 +26,7 @@ from gengate.providers.base import (
     GenerationResult,
     Provider,
     RetryableError,
+    prompt_schema,
 )
 
 SIZE = 64
@@ -45,19 +46,14 @@ class EchoProvider(Provider):
     default_concurrency = 64
 
     def input_schema(self) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["prompt"],
-            "properties": {
-                "prompt": {"type": "string", "minLength": 1, "maxLength": 10_000},
-                "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        return prompt_schema(
+            {
                 "latency_ms": {"type": "integer", "minimum": 0, "maximum": 600_000, "default": 0},
                 "fail": {"type": "boolean", "default": False},
                 "progress_steps": {"type": "integer", "minimum": 0, "maximum": 100, "default": 0},
                 "fail_attempts": {"type": "integer", "minimum": 0, "maximum": 100, "default": 0},
-            },
-        }
+            }
+        )
 
     def estimate_units(self, model_input: Mapping[str, Any]) -> float:
         return 1

@@ -39,7 +39,7 @@ from trimesh.visual.material import PBRMaterial
 
 from gengate.domain.money import Price, PriceUnit
 from gengate.providers.art import HUE_WORDS, Cancelled, palette
-from gengate.providers.base import GenerationContext, GenerationResult, Provider
+from gengate.providers.base import GenerationContext, GenerationResult, Provider, prompt_schema
 from gengate.providers.local_image import default_seed
 
 GLB_CONTENT_TYPE: Final = "model/gltf-binary"
@@ -762,13 +762,8 @@ class Local3DProvider(Provider):
     price = Price(PriceUnit.RUN, Decimal(2))
 
     def input_schema(self) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["prompt"],
-            "properties": {
-                "prompt": {"type": "string", "minLength": 1, "maxLength": 10_000},
-                "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        return prompt_schema(
+            {
                 "detail": {
                     "type": "integer",
                     "minimum": MIN_DETAIL,
@@ -777,8 +772,8 @@ class Local3DProvider(Provider):
                     "description": "Subdivision level: each step about quadruples the faces.",
                 },
                 "format": {"type": "string", "enum": ["glb"], "default": "glb"},
-            },
-        }
+            }
+        )
 
     def estimate_units(self, model_input: Mapping[str, Any]) -> float:
         return 1

@@ -16,7 +16,7 @@ from PIL import Image
 
 from gengate.domain.money import Price, PriceUnit
 from gengate.providers.art import render
-from gengate.providers.base import GenerationContext, GenerationResult, Provider
+from gengate.providers.base import GenerationContext, GenerationResult, Provider, prompt_schema
 from gengate.providers.restyle import prepare_input, restyle
 
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp"}
@@ -71,13 +71,8 @@ class LocalImageProvider(Provider):
     price = Price(PriceUnit.IMAGE, Decimal(1))
 
     def input_schema(self) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["prompt"],
-            "properties": {
-                "prompt": {"type": "string", "minLength": 1, "maxLength": 10_000},
-                "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        return prompt_schema(
+            {
                 "width": {"type": "integer", "minimum": 64, "maximum": 2048, "default": 512},
                 "height": {"type": "integer", "minimum": 64, "maximum": 2048, "default": 512},
                 "num_images": {"type": "integer", "minimum": 1, "maximum": 4, "default": 1},
@@ -91,8 +86,8 @@ class LocalImageProvider(Provider):
                         "url, or an http(s) URL the gateway may fetch."
                     ),
                 },
-            },
-        }
+            }
+        )
 
     def estimate_units(self, model_input: Mapping[str, Any]) -> float:
         return int(model_input.get("num_images", 1))

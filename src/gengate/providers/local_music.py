@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from gengate.domain.money import Price, PriceUnit
 from gengate.providers.art import Cancelled
 from gengate.providers.audio import AUDIO_CONTENT_TYPES, AUDIO_FORMATS, encode_audio, resample_audio
-from gengate.providers.base import GenerationContext, GenerationResult, Provider
+from gengate.providers.base import GenerationContext, GenerationResult, Provider, prompt_schema
 from gengate.providers.local_voice import DEFAULT_VOICE, speak_lines, split_sentences
 from gengate.providers.music_theory import BEATS_PER_BAR, Score, compose
 from gengate.providers.progress import ThreadProgress
@@ -202,13 +202,8 @@ class LocalMusicProvider(Provider):
     price = Price(PriceUnit.SECOND, Decimal("0.5"))
 
     def input_schema(self) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["prompt"],
-            "properties": {
-                "prompt": {"type": "string", "minLength": 1, "maxLength": 10_000},
-                "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        return prompt_schema(
+            {
                 "duration": {
                     "type": "number",
                     "default": DEFAULT_DURATION_S,
@@ -224,8 +219,8 @@ class LocalMusicProvider(Provider):
                     ),
                 },
                 "format": {"type": "string", "enum": list(AUDIO_FORMATS), "default": "wav"},
-            },
-        }
+            }
+        )
 
     def estimate_units(self, model_input: Mapping[str, Any]) -> float:
         return clamp_duration(model_input.get("duration", DEFAULT_DURATION_S))

@@ -34,7 +34,13 @@ from numpy.typing import NDArray
 from gengate.domain.money import Price, PriceUnit
 from gengate.providers.art import HUE_WORDS, Cancelled, render
 from gengate.providers.audio import AUDIO_CONTENT_TYPES, encode_audio
-from gengate.providers.base import GenerationContext, GenerationError, GenerationResult, Provider
+from gengate.providers.base import (
+    GenerationContext,
+    GenerationError,
+    GenerationResult,
+    Provider,
+    prompt_schema,
+)
 from gengate.providers.local_image import default_seed, encode
 from gengate.providers.local_voice import DEFAULT_VOICE, speak_lines, split_sentences
 
@@ -158,13 +164,8 @@ class LocalStoryProvider(Provider):
             "maximum": MAX_SIDE,
             "default": DEFAULT_SIDE,
         }
-        return {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["prompt"],
-            "properties": {
-                "prompt": {"type": "string", "minLength": 1, "maxLength": 10_000},
-                "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        return prompt_schema(
+            {
                 "scenes": {
                     "type": "integer",
                     "minimum": MIN_SCENES,
@@ -182,8 +183,8 @@ class LocalStoryProvider(Provider):
                         "Test aid: this scene fails, so partial results can be exercised."
                     ),
                 },
-            },
-        }
+            }
+        )
 
     def estimate_units(self, model_input: Mapping[str, Any]) -> float:
         return int(model_input.get("scenes", DEFAULT_SCENES))

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from gengate.domain.money import Price, PriceUnit
 from gengate.providers.art import Cancelled, plan_animation, render_animation_frame
 from gengate.providers.audio import as_frames
-from gengate.providers.base import GenerationContext, GenerationResult, Provider
+from gengate.providers.base import GenerationContext, GenerationResult, Provider, prompt_schema
 from gengate.providers.local_music import render_music
 from gengate.providers.progress import ThreadProgress
 from gengate.providers.synth import SAMPLE_RATE
@@ -137,13 +137,8 @@ class LocalVideoProvider(Provider):
 
     def input_schema(self) -> dict[str, Any]:
         side = {"type": "integer", "minimum": MIN_SIDE, "maximum": MAX_SIDE, "multipleOf": 2}
-        return {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["prompt"],
-            "properties": {
-                "prompt": {"type": "string", "minLength": 1, "maxLength": 10_000},
-                "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        return prompt_schema(
+            {
                 "duration": {
                     "type": "number",
                     "minimum": MIN_DURATION_S,
@@ -154,8 +149,8 @@ class LocalVideoProvider(Provider):
                 "width": {**side, "default": 640, "description": "Pixels; even."},
                 "height": {**side, "default": 360, "description": "Pixels; even."},
                 "fps": {"type": "integer", "minimum": 1, "maximum": MAX_FPS, "default": 24},
-            },
-        }
+            }
+        )
 
     def estimate_units(self, model_input: Mapping[str, Any]) -> float:
         return float(model_input.get("duration", 4))
