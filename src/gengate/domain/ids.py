@@ -15,6 +15,8 @@ from datetime import datetime
 
 import uuid_utils
 
+from gengate.domain.errors import NotFound
+
 _UUID_TEXT = re.compile(
     r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -46,3 +48,12 @@ def uuid7_floor(moment: datetime) -> uuid.UUID:
 
 def uuid7_time_ms(value: uuid.UUID) -> int:
     return value.int >> 80
+
+
+def require_id(prefix: str, text: str, noun: str) -> uuid.UUID:
+    """The UUID behind `prefix_<hex>` or a bare UUID. A malformed id names nothing, so it
+    is simply not found (404), like an unknown one."""
+    parsed = parse_id(prefix, text)
+    if parsed is None:
+        raise NotFound(f"No {noun} {text[:80]!r}.")
+    return parsed

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from gengate.domain.errors import InvalidRequest, NotFound, Unauthorized
-from gengate.domain.ids import format_id, new_uuid, parse_id
+from gengate.domain.ids import format_id, new_uuid, parse_id, require_id
 from gengate.domain.money import credits_to_micro, micro_to_credits
 from gengate.services.records import iso
 from gengate.store import accounts as account_store
@@ -88,15 +88,8 @@ async def create_account(
     )
 
 
-def _account_uuid(account_id: str) -> uuid.UUID:
-    parsed = parse_id("acct", account_id)
-    if parsed is None:
-        raise NotFound(f"No account {account_id!r}.")
-    return parsed
-
-
 async def create_key(db: Database, account_id: str, now: datetime) -> CreatedKey:
-    account_uuid = _account_uuid(account_id)
+    account_uuid = require_id("acct", account_id, "account")
     key_id, api_key = new_uuid(), new_api_key()
     async with db.transaction() as conn:
         if await account_store.get_account(conn, account_uuid) is None:
@@ -113,7 +106,7 @@ async def create_key(db: Database, account_id: str, now: datetime) -> CreatedKey
 
 
 async def list_keys(db: Database, account_id: str) -> list[dict[str, Any]]:
-    account_uuid = _account_uuid(account_id)
+    account_uuid = require_id("acct", account_id, "account")
     async with db.read() as conn:
         if await account_store.get_account(conn, account_uuid) is None:
             raise NotFound(f"No account {account_id!r}.")
@@ -139,7 +132,7 @@ async def revoke_key(db: Database, key_id: str, now: datetime) -> None:
 async def credit_account(
     db: Database, account_id: str, credits: Decimal, now: datetime
 ) -> dict[str, Any]:
-    account_uuid = _account_uuid(account_id)
+    account_uuid = require_id("acct", account_id, "account")
     async with db.transaction() as conn:
         if await account_store.get_account(conn, account_uuid) is None:
             raise NotFound(f"No account {account_id!r}.")
@@ -160,7 +153,7 @@ async def rotate_webhook_secret(
 ) -> dict[str, Any]:
     """Give the account a new webhook secret. Webhooks are signed with the old one too
     (a second `v1,` signature) for `overlap_s`, so receivers can switch without loss."""
-    account_uuid = _account_uuid(account_id)
+    account_uuid = require_id("acct", account_id, "account")
     secret = new_webhook_secret()
     previous_expires_at = now + timedelta(seconds=overlap_s)
     async with db.transaction() as conn:

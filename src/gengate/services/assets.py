@@ -16,7 +16,7 @@ from typing import Any
 
 from gengate.domain.cursors import decode_cursor, encode_cursor
 from gengate.domain.errors import NotFound
-from gengate.domain.ids import format_id, parse_id
+from gengate.domain.ids import format_id, require_id
 from gengate.services.accounts import Principal
 from gengate.services.gateway import Gateway
 from gengate.services.records import LinkBuilder, iso
@@ -27,14 +27,6 @@ from gengate.store.types import AnyRow
 
 logger = logging.getLogger("gengate.maintenance")
 SWEEP_BATCH = 100
-
-
-def asset_uuid(asset_id: str) -> uuid.UUID:
-    """The UUID of `out_…` or a bare UUID; a malformed id is simply not found."""
-    parsed = parse_id("out", asset_id)
-    if parsed is None:
-        raise NotFound(f"No asset {asset_id[:80]!r}.")
-    return parsed
 
 
 def render_asset(row: AnyRow, links: LinkBuilder) -> dict[str, Any]:
@@ -91,7 +83,7 @@ async def list_assets(
 async def get_asset(gw: Gateway, principal: Principal, asset_id: str) -> AnyRow:
     async with gw.db.read() as conn:
         row = await asset_store.get_asset(
-            conn, asset_uuid(asset_id), account_id=principal.account_id
+            conn, require_id("out", asset_id, "asset"), account_id=principal.account_id
         )
     if row is None:
         raise NotFound(f"No asset {asset_id[:80]!r}.")

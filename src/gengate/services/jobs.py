@@ -20,7 +20,7 @@ from gengate.domain.errors import (
     NotFound,
     Overloaded,
 )
-from gengate.domain.ids import format_id, new_uuid, parse_id
+from gengate.domain.ids import format_id, new_uuid, require_id
 from gengate.domain.scheduling import poll_hint_s
 from gengate.domain.states import JobStatus
 from gengate.outbound.address_guard import check_url
@@ -60,14 +60,6 @@ class Submission:
     job: JobRow
     replayed: bool = False
     replay_status: int | None = None
-
-
-def job_uuid(job_id: str) -> uuid.UUID:
-    """The UUID of `job_…` or a bare UUID; a malformed id is simply not found."""
-    parsed = parse_id("job", job_id)
-    if parsed is None:
-        raise NotFound(f"No job {job_id[:80]!r}.")
-    return parsed
 
 
 async def submit_job(gw: Gateway, principal: Principal, request: SubmitRequest) -> Submission:
@@ -204,7 +196,9 @@ async def record_answer(gw: Gateway, principal: Principal, key: str, status: int
 
 async def get_job(gw: Gateway, principal: Principal, job_id: str) -> JobRow:
     async with gw.db.read() as conn:
-        row = await job_store.get_job(conn, job_uuid(job_id), account_id=principal.account_id)
+        row = await job_store.get_job(
+            conn, require_id("job", job_id, "job"), account_id=principal.account_id
+        )
     if row is None:
         raise NotFound(f"No job {job_id[:80]!r}.")
     return row
@@ -272,7 +266,7 @@ async def list_jobs(
 
 async def cancel_job(gw: Gateway, principal: Principal, job_id: str) -> JobRow:
     """Cancel a queued or running job (no charge); a terminal job is a conflict."""
-    target = job_uuid(job_id)
+    target = require_id("job", job_id, "job")
     now = gw.clock()
     async with gw.db.transaction() as conn:
         current = await job_store.get_job(conn, target, account_id=principal.account_id)

@@ -17,7 +17,7 @@ from typing import Any
 import puremagic
 
 from gengate.domain.errors import InvalidInput, InvalidRequest, NotFound
-from gengate.domain.ids import format_id, new_uuid, parse_id
+from gengate.domain.ids import format_id, new_uuid, require_id
 from gengate.providers.base import InvalidInputError
 from gengate.services.accounts import Principal
 from gengate.services.gateway import Gateway
@@ -57,13 +57,6 @@ def sniff_content_type(data: bytes) -> str | None:
         return None
     content_type = _TYPE_ALIASES.get(sniffed, sniffed)
     return content_type if content_type in UPLOAD_TYPES else None
-
-
-def upload_uuid(upload_id: str) -> uuid.UUID:
-    parsed = parse_id("upl", upload_id)
-    if parsed is None:
-        raise NotFound(f"No upload {upload_id[:80]!r}.")
-    return parsed
 
 
 def render_upload(row: AnyRow, links: LinkBuilder) -> dict[str, Any]:
@@ -142,7 +135,7 @@ async def create_upload(
 async def get_upload(gw: Gateway, principal: Principal, upload_id: str) -> AnyRow:
     async with gw.db.read() as conn:
         row = await asset_store.get_upload(
-            conn, upload_uuid(upload_id), account_id=principal.account_id
+            conn, require_id("upl", upload_id, "upload"), account_id=principal.account_id
         )
     if row is None:
         raise NotFound(f"No upload {upload_id[:80]!r}.")

@@ -21,7 +21,7 @@ import orjson
 
 from gengate import __version__
 from gengate.domain.errors import Conflict, NotFound
-from gengate.domain.ids import format_id, new_uuid, parse_id
+from gengate.domain.ids import format_id, new_uuid, require_id
 from gengate.domain.states import JobStatus
 from gengate.services.accounts import Principal
 from gengate.services.gateway import Gateway
@@ -82,13 +82,6 @@ async def queue_event(conn: DbConnection, row: JobRow, *, now: datetime) -> JobR
 # -- the account's view: the delivery log and a manual retry ------------------------------
 
 
-def _job_uuid(job_id: str) -> uuid.UUID:
-    parsed = parse_id("job", job_id)
-    if parsed is None:
-        raise NotFound(f"No job {job_id[:80]!r}.")
-    return parsed
-
-
 def delivery_view(message: AnyRow, delivery: AnyRow) -> dict[str, Any]:
     return {
         "id": format_id("whd", delivery.id),
@@ -105,7 +98,7 @@ def delivery_view(message: AnyRow, delivery: AnyRow) -> dict[str, Any]:
 
 async def list_deliveries(gw: Gateway, principal: Principal, job_id: str) -> list[dict[str, Any]]:
     """Every attempt to deliver the job's webhook, oldest first ([] when none)."""
-    target = _job_uuid(job_id)
+    target = require_id("job", job_id, "job")
     async with gw.db.read() as conn:
         job = await job_store.get_job(conn, target, account_id=principal.account_id)
         if job is None:
@@ -120,7 +113,7 @@ async def list_deliveries(gw: Gateway, principal: Principal, job_id: str) -> lis
 async def retry_webhook(gw: Gateway, principal: Principal, job_id: str) -> JobRow:
     """Send the job's event again: the same message (same `webhook-id`), due now, at
     the start of the retry schedule. 409 when there is nothing to send."""
-    target = _job_uuid(job_id)
+    target = require_id("job", job_id, "job")
     now = gw.clock()
     async with gw.db.transaction() as conn:
         job = await job_store.get_job(conn, target, account_id=principal.account_id)
